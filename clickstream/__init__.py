@@ -1,0 +1,1 @@
+"""Search sessions, shown results and events: the clickstream."""

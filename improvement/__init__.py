@@ -1,0 +1,1 @@
+"""Learning from clicks: the adjuster, improvement runs, their tasks and the evaluation."""

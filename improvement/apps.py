@@ -1,0 +1,9 @@
+"""App config of the improvement loop."""
+
+from django.apps import AppConfig
+
+
+class ImprovementConfig(AppConfig):
+    """Adjuster, runs, Celery tasks, evaluation."""
+
+    name = "improvement"

