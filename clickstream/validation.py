@@ -1,0 +1,385 @@
+"""Validation of clickstream input, in plain Python.
+
+Ingestion is the hot path (thousands of events per second), so items are checked here with
+plain functions rather than DRF per-field serializers; the serializers in ``clickstream.api``
+describe the envelope and the OpenAPI schema. Every check names the field it refuses.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+from django.conf import settings
+
+from studio.vectors import InvalidVector, validate_vector
+
+MAX_ID_CHARS = 256
+MAX_EVENT_TYPE_CHARS = 64
+RESERVED_SESSION_IDS = frozenset({"batch"})  # would shadow ``/clickstream/sessions/batch``
+
+SESSION_FIELDS = frozenset(
+    {"session_id", "user_id", "search_query", "query_vector", "search_results", "search_meta", "created_at"}
+)
+RESULT_FIELDS = frozenset({"object_id", "score", "meta"})
+EVENT_FIELDS = frozenset({"session_id", "event_id", "object_id", "event_type", "created_at", "meta"})
+
+_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
+_canonical = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), sort_keys=True, allow_nan=False).encode
+
+
+class SessionInvalid(ValueError):
+    """A session (or one of its fields) that cannot be registered; ``field`` names the culprit."""
+
+    def __init__(self, field_name: str, message: str, code: str = "invalid"):
+        super().__init__(f"{field_name}: {message}")
+        self.field = field_name
+        self.message = message
+        self.code = code
+
+
+@dataclass
+class ShownResultInput:
+    """One result shown in a session, in the order of the list it belongs to."""
+
+    object_id: str
+    score: float | None = None
+    meta: dict = field(default_factory=dict)
+
+
+@dataclass
+class SessionInput:
+    """A validated session, ready to be stored. ``created_at`` None means "server time"."""
+
+    session_id: str
+    user_id: str | None
+    search_query: str
+    query_vector: list[float] | None
+    results: list[ShownResultInput]
+    search_meta: dict
+    created_at: datetime | None
+    fingerprint: str
+    search_meta_json: str = "{}"
+    result_meta_json: list[str] = field(default_factory=list)
+
+
+@dataclass
+class EventInput:
+    """A validated event of request item ``index``; ``created_at`` None means "server time"."""
+
+    index: int
+    session_id: str
+    event_id: str
+    object_id: str
+    event_type: str
+    created_at: datetime | None
+    meta_json: str
+
+
+@dataclass
+class ItemError:
+    """Why one item of a batch was not stored."""
+
+    index: int
+    item_id: str | None
+    code: str
+    message: str
+    session_id: str | None = None
+
+    def as_session_dict(self) -> dict:
+        """JSON form in the sessions batch response."""
+        return {"index": self.index, "session_id": self.item_id, "code": self.code, "message": self.message}
+
+    def as_event_dict(self) -> dict:
+        """JSON form in the events responses."""
+        return {
+            "index": self.index,
+            "event_id": self.item_id,
+            "session_id": self.session_id,
+            "code": self.code,
+            "message": self.message,
+        }
+
+
+def _time_window(now: datetime) -> tuple[datetime, datetime]:
+    return (
+        now - timedelta(seconds=settings.CLICKSTREAM_MAX_PAST),
+        now + timedelta(seconds=settings.CLICKSTREAM_MAX_FUTURE),
+    )
+
+
+def parse_timestamp(value: object, *, field_name: str, now: datetime) -> datetime:
+    """An aware UTC datetime from ISO 8601 text or epoch seconds, inside the accepted window around ``now``.
+
+    Naive ISO times are taken as UTC. Raises SessionInvalid naming ``field_name``.
+    """
+    if isinstance(value, datetime):
+        moment = value if value.tzinfo else value.replace(tzinfo=UTC)
+    elif isinstance(value, bool) or value is None:
+        raise SessionInvalid(field_name, "must be an ISO 8601 time or epoch seconds", "invalid_timestamp")
+    elif isinstance(value, (int, float)):
+        moment = _from_epoch(value, field_name)
+    elif isinstance(value, str):
+        text = value.strip()
+        if not text or len(text) > 64:
+            raise SessionInvalid(field_name, "must be an ISO 8601 time or epoch seconds", "invalid_timestamp")
+        try:
+            moment = _from_epoch(float(text), field_name)
+        except ValueError:
+            try:
+                moment = datetime.fromisoformat(text)
+            except ValueError:
+                raise SessionInvalid(
+                    field_name, f"not an ISO 8601 time or epoch seconds: {text!r}", "invalid_timestamp"
+                ) from None
+            if moment.tzinfo is None:
+                moment = moment.replace(tzinfo=UTC)
+    else:
+        raise SessionInvalid(field_name, "must be an ISO 8601 time or epoch seconds", "invalid_timestamp")
+    earliest, latest = _time_window(now)
+    if moment < earliest or moment > latest:
+        raise SessionInvalid(
+            field_name,
+            f"{moment.isoformat()} is outside the accepted window "
+            f"[{earliest.isoformat(timespec='seconds')}, {latest.isoformat(timespec='seconds')}] "
+            "(CLICKSTREAM_MAX_PAST / CLICKSTREAM_MAX_FUTURE)",
+            "timestamp_out_of_window",
+        )
+    return moment.astimezone(UTC)
+
+
+def _from_epoch(number: float, field_name: str) -> datetime:
+    if not math.isfinite(number):
+        raise SessionInvalid(field_name, "must be a finite number of epoch seconds", "invalid_timestamp")
+    try:
+        return datetime.fromtimestamp(number, tz=UTC)
+    except (OverflowError, OSError, ValueError):
+        raise SessionInvalid(field_name, "epoch seconds out of range", "invalid_timestamp") from None
+
+
+def _identifier(value: object, field_name: str, *, required: bool = True) -> str | None:
+    if value is None and not required:
+        return None
+    if not isinstance(value, str) or not value.strip():
+        raise SessionInvalid(field_name, "a non-empty string is required")
+    if len(value) > MAX_ID_CHARS:
+        raise SessionInvalid(field_name, f"at most {MAX_ID_CHARS} characters", "too_long")
+    if "\x00" in value:
+        raise SessionInvalid(field_name, "must not contain NUL characters")
+    return value
+
+
+def _json_object(value: object, field_name: str) -> tuple[dict, str]:
+    """A JSON object and its compact text, refused over ``STUDIO_MAX_JSON_FIELD_BYTES``."""
+    if value is None:
+        return {}, "{}"
+    if not isinstance(value, dict):
+        raise SessionInvalid(field_name, "must be a JSON object")
+    if not value:
+        return value, "{}"
+    try:
+        text = _dumps(value)
+    except (TypeError, ValueError):
+        raise SessionInvalid(field_name, "must be plain JSON (no NaN or Infinity)") from None
+    if "\\u0000" in text:
+        raise SessionInvalid(field_name, "must not contain NUL characters")  # PostgreSQL jsonb refuses them
+    if len(text.encode()) > settings.STUDIO_MAX_JSON_FIELD_BYTES:
+        raise SessionInvalid(
+            field_name, f"at most {settings.STUDIO_MAX_JSON_FIELD_BYTES} bytes of JSON", "json_too_large"
+        )
+    return value, text
+
+
+def session_fingerprint(
+    *,
+    user_id: str | None,
+    search_query: str,
+    query_vector: list[float] | None,
+    results: list[ShownResultInput],
+    search_meta: dict,
+    created_at: datetime | None,
+) -> str:
+    """sha256 of the registered content in canonical JSON: equal content, equal fingerprint.
+
+    ``created_at`` enters as sent (None when the server chose the time), so a replay that
+    omits it again is recognised as identical.
+    """
+    content = {
+        "user_id": user_id,
+        "search_query": search_query,
+        "query_vector": query_vector,
+        "results": [[r.object_id, r.score, r.meta] for r in results],
+        "search_meta": search_meta,
+        "created_at": created_at.isoformat() if created_at else None,
+    }
+    return hashlib.sha256(_canonical(content).encode()).hexdigest()
+
+
+def validate_session(
+    *,
+    session_id: object,
+    user_id: object,
+    search_query: object,
+    query_vector: object,
+    results: object,
+    search_meta: object,
+    created_at: object,
+    now: datetime,
+) -> SessionInput:
+    """Check every field of a session; raises SessionInvalid naming the first bad one.
+
+    ``results`` items may be ShownResultInput or raw JSON objects ``{object_id, score?, meta?}``.
+    """
+    session_id = _identifier(session_id, "session_id")
+    if "/" in session_id:
+        raise SessionInvalid("session_id", "must not contain '/'")
+    if session_id in RESERVED_SESSION_IDS:
+        raise SessionInvalid("session_id", f"'{session_id}' is reserved")
+    user_id = _identifier(user_id, "user_id", required=False)
+    if search_query is None:
+        search_query = ""
+    if not isinstance(search_query, str):
+        raise SessionInvalid("search_query", "must be a string")
+    if len(search_query) > settings.STUDIO_MAX_TEXT_CHARS:
+        raise SessionInvalid("search_query", f"at most {settings.STUDIO_MAX_TEXT_CHARS} characters", "too_long")
+    if "\x00" in search_query:
+        raise SessionInvalid("search_query", "must not contain NUL characters")
+    vector = None
+    if query_vector is not None:
+        try:
+            vector = validate_vector(query_vector)
+        except InvalidVector as exc:
+            raise SessionInvalid("query_vector", str(exc), "invalid_vector") from None
+    meta, meta_json = _json_object(search_meta, "search_meta")
+    shown, shown_meta_json = _validate_results(results)
+    moment = None if created_at is None else parse_timestamp(created_at, field_name="created_at", now=now)
+    fingerprint = session_fingerprint(
+        user_id=user_id,
+        search_query=search_query,
+        query_vector=vector,
+        results=shown,
+        search_meta=meta,
+        created_at=moment,
+    )
+    return SessionInput(
+        session_id=session_id,
+        user_id=user_id,
+        search_query=search_query,
+        query_vector=vector,
+        results=shown,
+        search_meta=meta,
+        created_at=moment,
+        fingerprint=fingerprint,
+        search_meta_json=meta_json,
+        result_meta_json=shown_meta_json,
+    )
+
+
+def _validate_results(results: object) -> tuple[list[ShownResultInput], list[str]]:
+    if results is None:
+        results = []
+    if not isinstance(results, list):
+        raise SessionInvalid("search_results", "must be a list of results in shown order")
+    limit = settings.CLICKSTREAM_MAX_RESULTS_PER_SESSION
+    if len(results) > limit:
+        raise SessionInvalid("search_results", f"at most {limit} results, got {len(results)}", "too_many_results")
+    shown: list[ShownResultInput] = []
+    metas: list[str] = []
+    positions: dict[str, int] = {}
+    for position, item in enumerate(results):
+        name = f"search_results[{position}]"
+        if isinstance(item, ShownResultInput):
+            object_id, score, meta = item.object_id, item.score, item.meta
+        elif isinstance(item, dict):
+            unknown = set(item) - RESULT_FIELDS
+            if unknown:
+                raise SessionInvalid(f"{name}.{min(unknown)}", "unknown field", "unknown_field")
+            object_id, score, meta = item.get("object_id"), item.get("score"), item.get("meta")
+        else:
+            raise SessionInvalid(name, "must be an object {object_id, score?, meta?}")
+        object_id = _identifier(object_id, f"{name}.object_id")
+        if object_id in positions:
+            raise SessionInvalid(
+                f"{name}.object_id",
+                f"'{object_id}' was already shown at position {positions[object_id]}",
+                "duplicate_object_id",
+            )
+        positions[object_id] = position
+        if score is not None:
+            if isinstance(score, bool) or not isinstance(score, (int, float)) or not math.isfinite(score):
+                raise SessionInvalid(f"{name}.score", "must be a finite number or null")
+            score = float(score)
+        meta, meta_json = _json_object(meta, f"{name}.meta")
+        shown.append(ShownResultInput(object_id=object_id, score=score, meta=meta))
+        metas.append(meta_json)
+    return shown, metas
+
+
+def parse_session_item(raw: object, *, now: datetime) -> SessionInput:
+    """Validate one session of the REST API (``search_results`` holds the shown results)."""
+    if not isinstance(raw, dict):
+        raise SessionInvalid("session", "each session must be a JSON object")
+    unknown = set(raw) - SESSION_FIELDS
+    if unknown:
+        raise SessionInvalid(min(unknown), "unknown field", "unknown_field")
+    if "session_id" not in raw:
+        # Required over HTTP: a retried request without it would create a second session.
+        raise SessionInvalid("session_id", "is required (it makes retries safe)", "required")
+    if "search_results" not in raw:
+        raise SessionInvalid("search_results", "is required (the results in shown order)", "required")
+    return validate_session(
+        session_id=raw.get("session_id"),
+        user_id=raw.get("user_id"),
+        search_query=raw.get("search_query"),
+        query_vector=raw.get("query_vector"),
+        results=raw.get("search_results"),
+        search_meta=raw.get("search_meta"),
+        created_at=raw.get("created_at"),
+        now=now,
+    )
+
+
+def parse_event_item(raw: object, *, index: int, now: datetime, session_id: str | None) -> EventInput | ItemError:
+    """Validate one event. ``session_id`` is the session of a per-session endpoint (None: read it from the item)."""
+    event_id = raw.get("event_id") if isinstance(raw, dict) else None
+    shown_id = event_id if isinstance(event_id, str) else None
+    item_session = raw.get("session_id") if isinstance(raw, dict) else None
+    shown_session = session_id or (item_session if isinstance(item_session, str) else None)
+    try:
+        if not isinstance(raw, dict):
+            raise SessionInvalid("event", "each event must be a JSON object")
+        unknown = set(raw) - EVENT_FIELDS
+        if unknown:
+            raise SessionInvalid(min(unknown), "unknown field", "unknown_field")
+        if session_id is None:
+            target = _identifier(item_session, "session_id")
+        elif item_session is not None and item_session != session_id:
+            raise SessionInvalid("session_id", "differs from the session in the URL", "session_mismatch")
+        else:
+            target = session_id
+        event_id = _identifier(event_id, "event_id")
+        object_id = _identifier(raw.get("object_id"), "object_id")
+        event_type = raw.get("event_type", "click")
+        if event_type is None:
+            event_type = "click"
+        if not isinstance(event_type, str) or not event_type.strip():
+            raise SessionInvalid("event_type", "a non-empty string is required")
+        if len(event_type) > MAX_EVENT_TYPE_CHARS:
+            raise SessionInvalid("event_type", f"at most {MAX_EVENT_TYPE_CHARS} characters", "too_long")
+        created = raw.get("created_at")
+        moment = None if created is None else parse_timestamp(created, field_name="created_at", now=now)
+        _, meta_json = _json_object(raw.get("meta"), "meta")
+    except SessionInvalid as exc:
+        return ItemError(index=index, item_id=shown_id, code=exc.code, message=str(exc), session_id=shown_session)
+    return EventInput(
+        index=index,
+        session_id=target,
+        event_id=event_id,
+        object_id=object_id,
+        event_type=event_type,
+        created_at=moment,
+        meta_json=meta_json,
+    )
