@@ -76,13 +76,20 @@ def _dev_credentials(env: dict[str, str]) -> tuple[str, str, str]:
     return out[-2], out[-1], password_file.read_text().strip()
 
 
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
 def main() -> int:
-    """Run the stack until Ctrl-C."""
+    """Run the stack until Ctrl-C (or SIGTERM)."""
+    signal.signal(signal.SIGTERM, _interrupt)
     env = dict(os.environ)
     env.setdefault("DJANGO_SETTINGS_MODULE", "studio.settings")
     env.setdefault("DEBUG", "true")
     env.setdefault("STUDIO_DEMO", "true")
     env["HF_HUB_OFFLINE"] = "1"
+    # The Procfile's gunicorn and celery live beside this interpreter.
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     started_pg = started_redis = False
     if not env.get("DATABASE_URL"):
         started_pg = not embedded.postgres_running()

@@ -1,0 +1,28 @@
+"""Every environment variable studio reads is listed in .env.example and in the README settings table."""
+
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _variables_read() -> set[str]:
+    names = set(re.findall(r'env\.\w+\("([A-Z_]+)"', (ROOT / "studio" / "settings.py").read_text()))
+    names |= set(re.findall(r'os\.environ\.get\("([A-Z_]+)"', (ROOT / "studio" / "embedded.py").read_text()))
+    names |= set(re.findall(r"\$\{([A-Z_]+):-", (ROOT / "Procfile").read_text()))
+    return names
+
+
+def test_every_setting_is_in_env_example():
+    example = {
+        line.split("=", 1)[0]
+        for line in (ROOT / ".env.example").read_text().splitlines()
+        if "=" in line and not line.startswith("#")
+    }
+    assert _variables_read() - example == set()
+
+
+def test_every_setting_is_in_readme():
+    readme = (ROOT / "README.md").read_text()
+    missing = sorted(name for name in _variables_read() if f"`{name}`" not in readme)
+    assert missing == []
