@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from django.conf import settings
 from django.db import connection, transaction
 
+from clickstream import services as clickstream_services  # studio → clickstream, per DESIGN §1
 from studio import embedding, selectors
 
 METRIC_OPERATORS = {"cosine": "<=>", "dot": "<#>", "euclid": "<->"}
@@ -314,8 +315,6 @@ def search_and_track(
     result.meta["query_source"] = "vector" if query is None else "text"
     if not track:
         return SearchOutcome(session_id=session_id, hits=result.hits, meta=result.meta)
-    from clickstream import services as clickstream_services  # studio → clickstream, per DESIGN §1
-
     session_id = session_id or uuid.uuid4().hex
     clickstream_services.register_session(
         session_id=session_id,

@@ -1,3 +1,9 @@
-"""URL routes (filled in by their feature)."""
+"""URL route of the search endpoint (included under /api/v1/ by ``studio.urls``)."""
 
-urlpatterns: list = []
+from django.urls import path
+
+from studio.search_api import SearchApi
+
+urlpatterns = [
+    path("search", SearchApi.as_view(), name="search"),
+]
