@@ -1,8 +1,9 @@
-"""Improvement runs: one execution of the adjuster over a batch of claimed sessions."""
+"""Improvement runs (one execution of the adjuster over claimed sessions) and per-session attempts."""
 
 from __future__ import annotations
 
 from django.db import models
+from django.db.models import Q
 
 
 class RunTrigger(models.TextChoices):
@@ -42,9 +43,61 @@ class ImprovementRun(models.Model):
     duration_seconds = models.FloatField(null=True, blank=True)
     sessions_per_second = models.FloatField(null=True, blank=True)
     error = models.TextField(blank=True, default="")
+    task_id = models.CharField(
+        max_length=64,
+        blank=True,
+        default="",
+        help_text="Celery task id of a beat-started run: a retried task finds its run again.",
+    )
+    batches = models.PositiveIntegerField(default=0, help_text="Claimed batches written (or given back).")
 
     class Meta:
-        indexes = [models.Index(fields=["-created_at"], name="run_created_idx")]
+        indexes = [
+            models.Index(fields=["-created_at"], name="run_created_idx"),
+            models.Index(fields=["task_id"], condition=~Q(task_id=""), name="run_task_idx"),
+        ]
 
     def __str__(self) -> str:
         return f"run {self.pk} ({self.status})"
+
+
+class AttemptOutcome(models.TextChoices):
+    """How one claim of a session ended."""
+
+    PROCESSING = "processing"  # claimed, not finished yet
+    DONE = "done"  # its clicks were learned
+    SKIPPED = "skipped"  # irrelevant, no click, objects gone
+    FAILED = "failed"  # this session could not be used (reason in ``detail``)
+    EXPIRED = "expired"  # its lease ran out; the reaper gave the session back
+    RELEASED = "released"  # its run gave it back (time limit, error) before finishing
+
+
+class ImprovementAttempt(models.Model):
+    """One claim of one session by one run: the audit trail that proves no session is processed twice.
+
+    ``session`` carries no database constraint: clickstream deletes sessions with plain SQL (user
+    deletion, retention), and attempts must not block that; ``forget_user`` deletes them by ``user_id``.
+    """
+
+    session = models.ForeignKey(
+        "clickstream.Session",
+        on_delete=models.DO_NOTHING,
+        db_constraint=False,
+        related_name="improvement_attempts",
+    )  # indexed by the ForeignKey itself
+    user_id = models.CharField(max_length=256)
+    run = models.ForeignKey(ImprovementRun, on_delete=models.CASCADE, related_name="attempts", db_index=False)
+    claimed_at = models.DateTimeField()
+    lease_until = models.DateTimeField(help_text="The claim's lease, also its fencing token.")
+    finished_at = models.DateTimeField(null=True, blank=True)
+    outcome = models.CharField(max_length=16, choices=AttemptOutcome.choices, default=AttemptOutcome.PROCESSING)
+    detail = models.TextField(blank=True, default="")
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["run", "outcome"], name="attempt_run_outcome_idx"),
+            models.Index(fields=["user_id"], name="attempt_user_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"attempt {self.pk}: session {self.session_id} in run {self.run_id} ({self.outcome})"

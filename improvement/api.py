@@ -1,0 +1,139 @@
+"""Improvement and user endpoints (scope ``admin``): start and inspect runs, forget a user."""
+
+from __future__ import annotations
+
+from django.db import transaction
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import serializers, status
+from rest_framework.pagination import PageNumberPagination
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from improvement import selectors, services
+from improvement.models import ImprovementRun, RunTrigger
+from studio.errors import ApiError
+from studio.serializers import ErrorSerializer, StrictSerializer
+
+
+class RunOutputSerializer(serializers.ModelSerializer):
+    """An improvement run as the API shows it (running totals stay internal)."""
+
+    metrics = serializers.SerializerMethodField()
+
+    class Meta:
+        model = ImprovementRun
+        fields = [
+            "id",
+            "trigger",
+            "status",
+            "created_at",
+            "started_at",
+            "finished_at",
+            "parameters",
+            "claimed",
+            "used",
+            "skipped",
+            "failed",
+            "objects_personalized",
+            "batches",
+            "metrics",
+            "duration_seconds",
+            "sessions_per_second",
+            "error",
+        ]
+
+    def get_metrics(self, run: ImprovementRun) -> dict:
+        return {name: value for name, value in (run.metrics or {}).items() if name != "totals"}
+
+
+class RunPagination(PageNumberPagination):
+    """``?page=N&page_size=M`` (at most 100 a page)."""
+
+    page_size = 20
+    page_size_query_param = "page_size"
+    max_page_size = 100
+
+
+class RunPageSerializer(serializers.Serializer):
+    """One page of runs, newest first."""
+
+    count = serializers.IntegerField()
+    next = serializers.CharField(allow_null=True)
+    previous = serializers.CharField(allow_null=True)
+    results = RunOutputSerializer(many=True)
+
+
+class RunListCreateApi(APIView):
+    """``POST /api/v1/improvement/runs`` starts a run; ``GET`` lists runs, newest first."""
+
+    required_scope = "admin"
+
+    class InputSerializer(StrictSerializer):
+        """No fields: the run uses the IMPROVEMENT_* settings."""
+
+    class CreatedSerializer(serializers.Serializer):
+        id = serializers.IntegerField()
+        status = serializers.CharField()
+
+    @extend_schema(
+        request=InputSerializer,
+        responses={202: CreatedSerializer, 400: ErrorSerializer},
+        tags=["improvement"],
+        description="Queue an improvement run now (a Celery worker executes it); 202 with its id.",
+    )
+    def post(self, request):
+        serializer = self.InputSerializer(data=request.data if request.data is not None else {})
+        serializer.is_valid(raise_exception=True)
+        with transaction.atomic():
+            run = services.enqueue_run(trigger=RunTrigger.API)
+        return Response({"id": run.pk, "status": run.status}, status=status.HTTP_202_ACCEPTED)
+
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("page", int, description="Page number (1-based)."),
+            OpenApiParameter("page_size", int, description="Runs per page (default 20, at most 100)."),
+        ],
+        responses={200: RunPageSerializer, 404: ErrorSerializer},
+        tags=["improvement"],
+    )
+    def get(self, request):
+        paginator = RunPagination()
+        page = paginator.paginate_queryset(selectors.run_list(), request, view=self)
+        return paginator.get_paginated_response(RunOutputSerializer(page, many=True).data)
+
+
+class RunDetailApi(APIView):
+    """``GET /api/v1/improvement/runs/{id}``."""
+
+    required_scope = "admin"
+
+    @extend_schema(responses={200: RunOutputSerializer, 404: ErrorSerializer}, tags=["improvement"])
+    def get(self, request, run_id: int):
+        run = selectors.get_run(run_id=run_id)
+        if run is None:
+            raise ApiError(code="not_found", message=f"No improvement run {run_id}.", status_code=404)
+        return Response(RunOutputSerializer(run).data)
+
+
+class UserForgetApi(APIView):
+    """``DELETE /api/v1/users/{user_id}``: forget a user (sessions, results, events, attempts, copies)."""
+
+    required_scope = "admin"
+
+    class OutputSerializer(serializers.Serializer):
+        user_id = serializers.CharField()
+        sessions = serializers.IntegerField()
+        shown_results = serializers.IntegerField()
+        events = serializers.IntegerField()
+        improvement_attempts = serializers.IntegerField()
+        personalized_objects = serializers.IntegerField()
+        personalized_parts = serializers.IntegerField()
+
+    @extend_schema(responses={200: OutputSerializer, 400: ErrorSerializer}, tags=["users"])
+    def delete(self, request, user_id: str):
+        if len(user_id) > 256:
+            raise ApiError(
+                code="invalid", message="user_id: at most 256 characters.", fields={"user_id": ["Too long."]}
+            )
+        counts = services.forget_user(user_id=user_id)
+        return Response(self.OutputSerializer({"user_id": user_id, **counts}).data)

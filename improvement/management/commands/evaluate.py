@@ -1,0 +1,127 @@
+"""``manage.py evaluate``: the proof that improvement helps (DESIGN §6).
+
+Replays simulated users with real relevance through the real loop — catalogue load, search, session
+registration, clicks, improvement runs, search again — in a throwaway database, and writes
+``report.json``, ``report.md`` and ``ndcg.png`` under ``--out``. ``--sweep`` chooses the defaults.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from django.core.management.base import BaseCommand, CommandError
+
+from improvement.evaluation import loop
+
+
+def default_out(dataset: str) -> Path:
+    """``reports/movielens``, ``reports/<folder>`` for ``beir:PATH``."""
+    if dataset.startswith("beir:"):
+        return Path("reports") / (Path(dataset.removeprefix("beir:")).resolve().name or "beir")
+    return Path("reports") / dataset
+
+
+def parse_override(text: str) -> tuple[str, object]:
+    """``lr=0.003`` or ``IMPROVEMENT_LR=0.003`` → ("IMPROVEMENT_LR", 0.003); ``max_drift=`` → None."""
+    key, sep, value = text.partition("=")
+    if not sep:
+        raise CommandError(f"--set expects KEY=VALUE, got {text!r}")
+    key = key.strip().upper()
+    key = key if key.startswith("IMPROVEMENT_") else f"IMPROVEMENT_{key}"
+    value = value.strip()
+    if value == "" or value.lower() == "none":
+        return key, None
+    if value.lower() in ("true", "false"):
+        return key, value.lower() == "true"
+    for cast in (int, float):
+        try:
+            return key, cast(value)
+        except ValueError:
+            pass
+    return key, value
+
+
+class Command(BaseCommand):
+    help = "Measure, on simulated users with real relevance, whether improvement makes search better."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--dataset", default="movielens", help="movielens or beir:PATH (BEIR layout folder)")
+        parser.add_argument(
+            "--users", type=int, default=None, help="simulated users (default: movielens 200, beir 100)"
+        )
+        parser.add_argument("--rounds", type=int, default=5, help="search → click → improvement rounds")
+        parser.add_argument("--click-model", choices=["pbm", "cascade"], default="pbm")
+        parser.add_argument("--eta", type=float, default=1.0, help="position bias of the simulated clicks (PBM)")
+        parser.add_argument("--seed", type=int, default=0)
+        parser.add_argument(
+            "--arms", default=",".join(loop.ARM_NAMES), help="comma-separated: " + ", ".join(loop.ARM_NAMES)
+        )
+        parser.add_argument("--queries-per-user", type=int, default=3)
+        parser.add_argument("--bootstrap", type=int, default=1000, help="bootstrap samples for the intervals")
+        parser.add_argument(
+            "--set",
+            action="append",
+            default=[],
+            metavar="KEY=VALUE",
+            help="override an IMPROVEMENT_* setting for the studio and oracle arms, e.g. --set lr=0.003",
+        )
+        parser.add_argument("--sweep", action="store_true", help="choose the defaults on both development data sets")
+        parser.add_argument("--out", default=None, help="output folder (default reports/<dataset>, reports/sweep)")
+        parser.add_argument("--no-progress", action="store_true")
+
+    def handle(self, *args, **options):
+        if options["rounds"] < 1 or (options["users"] is not None and options["users"] < 1):
+            raise CommandError("--rounds and --users must be at least 1")
+        progress = not options["no_progress"]
+        if options["sweep"]:
+            self._sweep(options, progress)
+            return
+        from improvement.evaluation.runner import EvalOptions, evaluate
+
+        arms = [a.strip() for a in options["arms"].split(",") if a.strip()]
+        unknown = [a for a in arms if a not in loop.ARM_NAMES]
+        if unknown:
+            raise CommandError(f"--arms: unknown {', '.join(unknown)} (choose from {', '.join(loop.ARM_NAMES)})")
+        eval_options = EvalOptions(
+            dataset=options["dataset"],
+            users=options["users"],
+            rounds=options["rounds"],
+            click_model=options["click_model"],
+            eta=options["eta"],
+            seed=options["seed"],
+            arms=arms,
+            queries_per_user=options["queries_per_user"],
+            bootstrap_samples=options["bootstrap"],
+            progress=progress,
+            studio_overrides=dict(parse_override(text) for text in options["set"]),
+        )
+        out = Path(options["out"]) if options["out"] else default_out(options["dataset"])
+        try:
+            report = evaluate(eval_options, out=out)
+        except (FileNotFoundError, ValueError) as exc:
+            raise CommandError(str(exc)) from exc
+        from improvement.evaluation.report import markdown_tables
+
+        self.stdout.write(markdown_tables(report))
+        self.stdout.write(f"guards: {json.dumps(report['guards'])}")
+        self.stdout.write(f"targets: {json.dumps(report.get('targets', {}))}")
+        self.stdout.write(f"runtime: {report['runtime_seconds']} s; written to {out}/report.json, report.md, ndcg.png")
+
+    def _sweep(self, options, progress: bool) -> None:
+        from improvement.evaluation.sweep import SWEEP_DATASETS, run_sweep, sweep_markdown
+
+        out = Path(options["out"]) if options["out"] else Path("reports") / "sweep"
+        users = dict.fromkeys(SWEEP_DATASETS, options["users"]) if options["users"] else None
+        result = run_sweep(
+            users=users,
+            rounds=options["rounds"],
+            click_model=options["click_model"],
+            eta=options["eta"],
+            seed=options["seed"],
+            bootstrap_samples=options["bootstrap"],
+            progress=progress,
+            out=out,
+        )
+        self.stdout.write(sweep_markdown(result))
+        self.stdout.write(f"runtime: {result['runtime_seconds']} s; written to {out}/sweep.json, sweep.md")

@@ -1,0 +1,126 @@
+"""Improvement reads: a claimed batch's inputs (in bulk, one query per table), runs, attempts."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import numpy as np
+from django.db import connection
+from django.db.models import QuerySet
+
+from improvement.models import ImprovementAttempt, ImprovementRun
+from studio.personalization import binary_cursor
+
+
+@dataclass
+class SessionRow:
+    """What a run needs of one claimed session."""
+
+    pk: int
+    user_id: str
+    search_query: str
+    query_vector: np.ndarray | None  # None: not given at registration, to be embedded
+    is_irrelevant: bool
+
+
+@dataclass
+class BatchInputs:
+    """Everything a batch reads from the clickstream, keyed by session pk."""
+
+    sessions: list[SessionRow]
+    shown: dict[int, list[tuple[int, str]]] = field(default_factory=dict)  # pk → [(position, object_id)] in order
+    events: dict[int, list[tuple[str, str]]] = field(default_factory=dict)  # pk → [(object_id, event_type)]
+
+
+def batch_inputs(*, session_pks: Sequence[int]) -> BatchInputs:
+    """Sessions, their shown results and their events: three queries for the whole batch."""
+    pks = [int(pk) for pk in session_pks]
+    with binary_cursor() as cursor:
+        cursor.execute(
+            "SELECT id, user_id, search_query, query_vector, is_irrelevant FROM clickstream_session "
+            "WHERE id = ANY(%s::bigint[]) ORDER BY id",
+            [pks],
+        )
+        sessions = [
+            SessionRow(
+                pk=int(pk),
+                user_id=user_id,
+                search_query=query or "",
+                query_vector=None if vector is None else np.asarray(vector, dtype=np.float32),
+                is_irrelevant=bool(irrelevant),
+            )
+            for pk, user_id, query, vector, irrelevant in cursor.fetchall()
+        ]
+        cursor.execute(
+            "SELECT session_id, position, object_id FROM clickstream_shownresult "
+            "WHERE session_id = ANY(%s::bigint[]) ORDER BY session_id, position",
+            [pks],
+        )
+        shown: dict[int, list[tuple[int, str]]] = defaultdict(list)
+        for session_pk, position, object_id in cursor.fetchall():
+            shown[session_pk].append((position, object_id))
+        cursor.execute(
+            "SELECT session_id, object_id, event_type FROM clickstream_event WHERE session_id = ANY(%s::bigint[])",
+            [pks],
+        )
+        events: dict[int, list[tuple[str, str]]] = defaultdict(list)
+        for session_pk, object_id, event_type in cursor.fetchall():
+            events[session_pk].append((object_id, event_type))
+    return BatchInputs(sessions=sessions, shown=dict(shown), events=dict(events))
+
+
+def ready_session_count(*, received_before: datetime) -> int:
+    """Pending sessions with a user received before this time (the claimer's partial index)."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM clickstream_session "
+            "WHERE improvement_status = 'pending' AND user_id IS NOT NULL AND received_at < %s",
+            [received_before],
+        )
+        return int(cursor.fetchone()[0])
+
+
+def ready_session_exists(*, received_before: datetime) -> bool:
+    """Whether any session is ready (cheap on any backlog: stops at the first index entry)."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT EXISTS (SELECT 1 FROM clickstream_session "
+            "WHERE improvement_status = 'pending' AND user_id IS NOT NULL AND received_at < %s)",
+            [received_before],
+        )
+        return bool(cursor.fetchone()[0])
+
+
+def expired_lease_exists() -> bool:
+    """Whether some session's lease has run out (the reaper has work)."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT EXISTS (SELECT 1 FROM clickstream_session "
+            "WHERE improvement_status = 'processing' AND lease_until < clock_timestamp())"
+        )
+        return bool(cursor.fetchone()[0])
+
+
+def run_list() -> QuerySet[ImprovementRun]:
+    """All runs, newest first."""
+    return ImprovementRun.objects.order_by("-created_at", "-pk")
+
+
+def get_run(*, run_id: int) -> ImprovementRun | None:
+    """One run, or None."""
+    return ImprovementRun.objects.filter(pk=run_id).first()
+
+
+def run_for_task(*, task_id: str) -> ImprovementRun | None:
+    """The run a Celery task created before (a retried task finds it again)."""
+    if not task_id:
+        return None
+    return ImprovementRun.objects.filter(task_id=task_id).order_by("pk").first()
+
+
+def session_attempts(*, session_pk: int) -> QuerySet[ImprovementAttempt]:
+    """One session's attempts, oldest first."""
+    return ImprovementAttempt.objects.filter(session_id=session_pk).order_by("claimed_at", "pk")
