@@ -5,7 +5,7 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.permissions import AllowAny
 
-from studio import api
+from studio import api, dashboard
 
 api_v1 = [
     path("health", api.HealthApi.as_view(), name="health"),
@@ -25,6 +25,9 @@ api_v1 = [
 
 urlpatterns = [
     path("api/v1/", include(api_v1)),
+    # Staff-only dashboards (admin_view: staff login, CSRF, never cached), before the admin's catch-all.
+    path("admin/dashboard/", admin.site.admin_view(dashboard.dashboard), name="studio-dashboard"),
+    path("admin/users/<path:user_id>/", admin.site.admin_view(dashboard.user_detail), name="studio-user"),
     path("admin/", admin.site.urls),
     path("", include("studio.demo_urls")),
 ]
