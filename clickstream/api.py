@@ -15,7 +15,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from clickstream import selectors, services
-from clickstream.validation import ItemError, SessionInvalid, parse_event_item, parse_session_item
+from clickstream.validation import ItemError, SessionInvalid, echo, parse_event_item, parse_session_item
 from studio.errors import ApiError
 from studio.serializers import ErrorSerializer, StrictSerializer, batch_items
 
@@ -255,11 +255,10 @@ class SessionBatchApi(APIView):
                 valid.append(parse_session_item(raw, now=now))
                 indexes.append(index)
             except SessionInvalid as exc:
-                session_id = raw.get("session_id") if isinstance(raw, dict) else None
                 rejected.append(
                     ItemError(
                         index=index,
-                        item_id=session_id if isinstance(session_id, str) else None,
+                        item_id=echo(raw.get("session_id")) if isinstance(raw, dict) else None,
                         code=exc.code,
                         message=str(exc),
                     )

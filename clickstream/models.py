@@ -69,7 +69,8 @@ class Session(models.Model):
 class ShownResult(models.Model):
     """One result shown in a session, at ``position`` (0-based, the order shown)."""
 
-    session = models.ForeignKey(Session, on_delete=models.CASCADE, related_name="results")
+    # No index of its own: the unique (session, position) index leads with session_id and serves every lookup.
+    session = models.ForeignKey(Session, on_delete=models.CASCADE, related_name="results", db_index=False)
     position = models.PositiveSmallIntegerField()
     object_id = models.CharField(max_length=256)
     score = models.FloatField(null=True, blank=True)
@@ -89,7 +90,8 @@ class ShownResult(models.Model):
 class Event(models.Model):
     """Something the user did with a shown result; ``click`` by default."""
 
-    session = models.ForeignKey(Session, on_delete=models.CASCADE, related_name="events")
+    # No index of its own: the unique (session, event_id) index leads with session_id and serves every lookup.
+    session = models.ForeignKey(Session, on_delete=models.CASCADE, related_name="events", db_index=False)
     event_id = models.CharField(max_length=256)
     object_id = models.CharField(max_length=256)
     event_type = models.CharField(max_length=64, default="click")

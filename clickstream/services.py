@@ -15,6 +15,7 @@ claimer's own status/lease/attempt updates.
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -96,16 +97,15 @@ class EventsOutcome:
 # --- sessions ---------------------------------------------------------------------------------
 
 _INSERT_SESSIONS = """
-WITH input AS (
-    SELECT * FROM unnest(%(idx)s::int[], %(session_id)s::text[], %(user_id)s::text[], %(search_query)s::text[],
-                         %(query_vector)s::text[], %(search_meta)s::text[], %(fingerprint)s::text[],
-                         %(created_at)s::timestamptz[])
-        AS t(idx, session_id, user_id, search_query, query_vector, search_meta, fingerprint, created_at)
+WITH input AS MATERIALIZED (
+    SELECT * FROM json_to_recordset(%(sessions)s::json)
+        AS t(idx int, session_id text, user_id text, search_query text, query_vector json, search_meta jsonb,
+             fingerprint text, created_at timestamptz)
 ), ins AS (
     INSERT INTO clickstream_session (session_id, user_id, search_query, query_vector, search_meta, fingerprint,
                                      created_at, received_at, is_irrelevant, improvement_status,
                                      improvement_detail, attempts)
-    SELECT session_id, user_id, search_query, query_vector::vector, search_meta::jsonb, fingerprint,
+    SELECT session_id, user_id, search_query, query_vector::text::vector, search_meta, fingerprint,
            coalesce(created_at, %(now)s), %(now)s, false, 'pending', '', 0
     FROM input
     ORDER BY session_id  -- one lock order for every batch: concurrent overlapping batches cannot deadlock
@@ -113,21 +113,66 @@ WITH input AS (
     RETURNING id, session_id
 ), shown AS (
     INSERT INTO clickstream_shownresult (session_id, position, object_id, score, meta)
-    SELECT ins.id, r.position, r.object_id, r.score, r.meta::jsonb
-    FROM unnest(%(r_idx)s::int[], %(r_position)s::int[], %(r_object_id)s::text[], %(r_score)s::float8[],
-                %(r_meta)s::text[]) AS r(idx, position, object_id, score, meta)
+    SELECT ins.id, r.position, r.object_id, r.score, r.meta
+    FROM json_to_recordset(%(results)s::json) AS r(idx int, position int, object_id text, score float8, meta jsonb)
     JOIN input ON input.idx = r.idx
     JOIN ins ON ins.session_id = input.session_id
 )
 SELECT input.idx, ins.id, existing.id, existing.fingerprint
 FROM input
 LEFT JOIN ins ON ins.session_id = input.session_id
-LEFT JOIN clickstream_session existing ON ins.id IS NULL AND existing.session_id = input.session_id
+LEFT JOIN LATERAL (  -- index probes only for the ids that were not inserted
+    SELECT id, fingerprint FROM clickstream_session
+    WHERE ins.id IS NULL AND session_id = input.session_id LIMIT 1
+) existing ON true
 """
 
+# Rows travel as one JSON document per table (json_to_recordset): far cheaper to encode than one
+# quoted array literal per column. ASCII-only output: validation already refused NULs and lone surrogates.
+_json = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
 
-def _vector_text(vector: list[float] | None) -> str | None:
-    return None if vector is None else "[" + ",".join(map(repr, vector)) + "]"
+
+def _insert_sessions(sessions: Sequence[SessionInput], positions: list[int], now: datetime) -> dict[int, tuple]:
+    """One INSERT statement for ``sessions[p] for p in positions``; {position: (status, pk)} for those it
+    resolved (a row committed concurrently, after the statement's snapshot, is left out)."""
+    records = []
+    results = []
+    for position in positions:
+        item = sessions[position]
+        records.append(
+            {
+                "idx": position,
+                "session_id": item.session_id,
+                "user_id": item.user_id,
+                "search_query": item.search_query,
+                "query_vector": item.query_vector,
+                "search_meta": item.search_meta,
+                "fingerprint": item.fingerprint,
+                "created_at": item.created_at.isoformat() if item.created_at else None,
+            }
+        )
+        for rank, result in enumerate(item.results):
+            results.append(
+                {
+                    "idx": position,
+                    "position": rank,
+                    "object_id": result.object_id,
+                    "score": result.score,
+                    "meta": result.meta,
+                }
+            )
+    with connection.cursor() as cursor:
+        # One statement: atomic on its own, and inside a caller's transaction part of it.
+        cursor.execute(_INSERT_SESSIONS, {"sessions": _json(records), "results": _json(results), "now": now})
+        rows = cursor.fetchall()
+    outcome = {}
+    for position, inserted_pk, existing_pk, existing_fingerprint in rows:
+        if inserted_pk is not None:
+            outcome[position] = (CREATED, inserted_pk)
+        elif existing_pk is not None:
+            same = existing_fingerprint == sessions[position].fingerprint
+            outcome[position] = (REPLAYED if same else CONFLICT, existing_pk)
+    return outcome
 
 
 def register_sessions(*, sessions: Sequence[SessionInput], now: datetime | None = None) -> list[StoredSession]:
@@ -141,55 +186,19 @@ def register_sessions(*, sessions: Sequence[SessionInput], now: datetime | None 
         return []
     now = now or timezone.now()
     first_of: dict[str, int] = {}
-    unique: list[int] = []
     for position, item in enumerate(sessions):
-        if item.session_id not in first_of:
-            first_of[item.session_id] = position
-            unique.append(position)
-    session_keys = ["idx", "session_id", "user_id", "search_query", "query_vector", "search_meta", "fingerprint"]
-    result_keys = ["created_at", "r_idx", "r_position", "r_object_id", "r_score", "r_meta"]
-    params: dict[str, list] = {key: [] for key in session_keys + result_keys}
-    for position in unique:
-        item = sessions[position]
-        params["idx"].append(position)
-        params["session_id"].append(item.session_id)
-        params["user_id"].append(item.user_id)
-        params["search_query"].append(item.search_query)
-        params["query_vector"].append(_vector_text(item.query_vector))
-        params["search_meta"].append(item.search_meta_json)
-        params["fingerprint"].append(item.fingerprint)
-        params["created_at"].append(item.created_at)
-        for rank, (result, meta_json) in enumerate(zip(item.results, item.result_meta_json, strict=True)):
-            params["r_idx"].append(position)
-            params["r_position"].append(rank)
-            params["r_object_id"].append(result.object_id)
-            params["r_score"].append(result.score)
-            params["r_meta"].append(meta_json)
-    params["now"] = now
-    with connection.cursor() as cursor:
-        # One statement: atomic on its own, and inside a caller's transaction part of it.
-        cursor.execute(_INSERT_SESSIONS, params)
-        rows = cursor.fetchall()
-        outcome: dict[int, tuple[str, int]] = {}
-        unseen: list[int] = []
-        for position, inserted_pk, existing_pk, existing_fingerprint in rows:
-            if inserted_pk is not None:
-                outcome[position] = (CREATED, inserted_pk)
-            elif existing_pk is not None:
-                same = existing_fingerprint == sessions[position].fingerprint
-                outcome[position] = (REPLAYED if same else CONFLICT, existing_pk)
-            else:
-                unseen.append(position)
-        if unseen:
-            # Committed by a concurrent request after this statement's snapshot: look again.
-            cursor.execute(
-                "SELECT session_id, id, fingerprint FROM clickstream_session WHERE session_id = ANY(%s::text[])",
-                [[sessions[p].session_id for p in unseen]],
-            )
-            found = {session_id: (pk, fingerprint) for session_id, pk, fingerprint in cursor.fetchall()}
-            for position in unseen:
-                pk, fingerprint = found[sessions[position].session_id]
-                outcome[position] = (REPLAYED if fingerprint == sessions[position].fingerprint else CONFLICT, pk)
+        first_of.setdefault(item.session_id, position)
+    pending = sorted(first_of.values())
+    outcome: dict[int, tuple] = {}
+    for _attempt in range(5):
+        outcome.update(_insert_sessions(sessions, pending, now))
+        # A row committed by a concurrent request after the statement's snapshot was neither inserted nor
+        # seen: a new statement sees it (or, if it was deleted meanwhile, inserts ours).
+        pending = [position for position in pending if position not in outcome]
+        if not pending:
+            break
+    else:
+        raise RuntimeError(f"could not settle sessions {[sessions[p].session_id for p in pending]}")
     stored = []
     for position, item in enumerate(sessions):
         first = first_of[item.session_id]
@@ -261,17 +270,24 @@ def session_from_input(*, item: SessionInput, pk: int, now: datetime) -> Session
 
 _INSERT_EVENTS = """
 WITH input AS (
-    SELECT * FROM unnest(%(idx)s::int[], %(session_id)s::text[], %(event_id)s::text[], %(object_id)s::text[],
-                         %(event_type)s::text[], %(created_at)s::timestamptz[], %(meta)s::text[])
-        AS t(idx, session_id, event_id, object_id, event_type, created_at, meta)
+    SELECT * FROM json_to_recordset(%(events)s::json)
+        AS t(idx int, session_id text, event_id text, object_id text, event_type text, created_at timestamptz,
+             meta jsonb)
 ), matched AS MATERIALIZED (
-    SELECT input.*, s.id AS session_pk,
-           EXISTS (SELECT 1 FROM clickstream_shownresult r
-                   WHERE r.session_id = s.id AND r.object_id = input.object_id) AS shown
-    FROM input LEFT JOIN clickstream_session s ON s.session_id = input.session_id
+    -- LATERAL … LIMIT 1: one unique-index probe per event, whatever the tables' size or statistics
+    -- (a hashed EXISTS would scan every shown result ever stored).
+    SELECT input.*, s.id AS session_pk, coalesce(r.shown, false) AS shown
+    FROM input
+    LEFT JOIN LATERAL (
+        SELECT id FROM clickstream_session WHERE session_id = input.session_id LIMIT 1
+    ) s ON true
+    LEFT JOIN LATERAL (
+        SELECT true AS shown FROM clickstream_shownresult
+        WHERE session_id = s.id AND object_id = input.object_id LIMIT 1
+    ) r ON true
 ), ins AS (
     INSERT INTO clickstream_event (session_id, event_id, object_id, event_type, created_at, received_at, meta)
-    SELECT session_pk, event_id, object_id, event_type, coalesce(created_at, %(now)s), %(now)s, meta::jsonb
+    SELECT session_pk, event_id, object_id, event_type, coalesce(created_at, %(now)s), %(now)s, meta
     FROM matched
     WHERE shown
     ORDER BY session_pk, event_id  -- one lock order: overlapping concurrent batches cannot deadlock
@@ -296,9 +312,7 @@ def record_events(*, events: Sequence[EventInput], now: datetime | None = None) 
     now = now or timezone.now()
     first_of: dict[tuple[str, str], EventInput] = {}
     repeats: list[tuple[EventInput, EventInput]] = []
-    params: dict[str, list] = {
-        key: [] for key in ["idx", "session_id", "event_id", "object_id", "event_type", "created_at", "meta"]
-    }
+    records = []
     for event in events:
         key = (event.session_id, event.event_id)
         first = first_of.get(key)
@@ -306,16 +320,19 @@ def record_events(*, events: Sequence[EventInput], now: datetime | None = None) 
             repeats.append((event, first))
             continue
         first_of[key] = event
-        params["idx"].append(event.index)
-        params["session_id"].append(event.session_id)
-        params["event_id"].append(event.event_id)
-        params["object_id"].append(event.object_id)
-        params["event_type"].append(event.event_type)
-        params["created_at"].append(event.created_at)
-        params["meta"].append(event.meta_json)
-    params["now"] = now
+        records.append(
+            {
+                "idx": event.index,
+                "session_id": event.session_id,
+                "event_id": event.event_id,
+                "object_id": event.object_id,
+                "event_type": event.event_type,
+                "created_at": event.created_at.isoformat() if event.created_at else None,
+                "meta": event.meta,
+            }
+        )
     with connection.cursor() as cursor:
-        cursor.execute(_INSERT_EVENTS, params)
+        cursor.execute(_INSERT_EVENTS, {"events": _json(records), "now": now})
         rows = cursor.fetchall()
     by_index = {event.index: event for event in first_of.values()}
     refused: dict[int, ItemError] = {}
@@ -384,7 +401,7 @@ def set_query_vectors(*, vectors: dict[int, list[float]]) -> int:
     texts: list[str] = []
     for pk, vector in vectors.items():
         try:
-            texts.append(_vector_text(validate_vector(vector)))
+            texts.append(_json(validate_vector(vector)))
         except InvalidVector as exc:
             raise InvalidVector(f"query vector of session {pk}: {exc}") from None
         pks.append(int(pk))

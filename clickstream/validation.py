@@ -62,8 +62,6 @@ class SessionInput:
     search_meta: dict
     created_at: datetime | None
     fingerprint: str
-    search_meta_json: str = "{}"
-    result_meta_json: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -76,7 +74,7 @@ class EventInput:
     object_id: str
     event_type: str
     created_at: datetime | None
-    meta_json: str
+    meta: dict
 
 
 @dataclass
@@ -102,6 +100,15 @@ class ItemError:
             "code": self.code,
             "message": self.message,
         }
+
+
+def echo(value: object) -> str | None:
+    """A client string safe to echo in a JSON response (lone surrogates escaped); None for non-strings."""
+    if not isinstance(value, str):
+        return None
+    if value.isascii():
+        return value
+    return value.encode("utf-8", "backslashreplace").decode()
 
 
 def _time_window(now: datetime) -> tuple[datetime, datetime]:
@@ -160,6 +167,18 @@ def _from_epoch(number: float, field_name: str) -> datetime:
         raise SessionInvalid(field_name, "epoch seconds out of range", "invalid_timestamp") from None
 
 
+def _check_text(value: str, field_name: str) -> str:
+    """Refuse what PostgreSQL text cannot hold: NUL characters and lone surrogates."""
+    if "\x00" in value:
+        raise SessionInvalid(field_name, "must not contain NUL characters")
+    if not value.isascii():
+        try:
+            value.encode()
+        except UnicodeEncodeError:
+            raise SessionInvalid(field_name, "must be valid Unicode (no lone surrogates)") from None
+    return value
+
+
 def _identifier(value: object, field_name: str, *, required: bool = True) -> str | None:
     if value is None and not required:
         return None
@@ -167,30 +186,29 @@ def _identifier(value: object, field_name: str, *, required: bool = True) -> str
         raise SessionInvalid(field_name, "a non-empty string is required")
     if len(value) > MAX_ID_CHARS:
         raise SessionInvalid(field_name, f"at most {MAX_ID_CHARS} characters", "too_long")
-    if "\x00" in value:
-        raise SessionInvalid(field_name, "must not contain NUL characters")
-    return value
+    return _check_text(value, field_name)
 
 
-def _json_object(value: object, field_name: str) -> tuple[dict, str]:
-    """A JSON object and its compact text, refused over ``STUDIO_MAX_JSON_FIELD_BYTES``."""
+def _json_object(value: object, field_name: str) -> dict:
+    """A JSON object, refused over ``STUDIO_MAX_JSON_FIELD_BYTES`` (UTF-8) or with what PostgreSQL's jsonb refuses."""
     if value is None:
-        return {}, "{}"
+        return {}
     if not isinstance(value, dict):
         raise SessionInvalid(field_name, "must be a JSON object")
     if not value:
-        return value, "{}"
+        return value
     try:
         text = _dumps(value)
-    except (TypeError, ValueError):
-        raise SessionInvalid(field_name, "must be plain JSON (no NaN or Infinity)") from None
-    if "\\u0000" in text:
-        raise SessionInvalid(field_name, "must not contain NUL characters")  # PostgreSQL jsonb refuses them
-    if len(text.encode()) > settings.STUDIO_MAX_JSON_FIELD_BYTES:
+        size = len(text.encode())
+    except (TypeError, ValueError):  # NaN/Infinity, non-JSON values, lone surrogates (UnicodeEncodeError)
+        raise SessionInvalid(field_name, "must be plain JSON (no NaN, Infinity or invalid Unicode)") from None
+    if size > settings.STUDIO_MAX_JSON_FIELD_BYTES:
         raise SessionInvalid(
             field_name, f"at most {settings.STUDIO_MAX_JSON_FIELD_BYTES} bytes of JSON", "json_too_large"
         )
-    return value, text
+    if "\\u0000" in text:
+        raise SessionInvalid(field_name, "must not contain NUL characters")  # jsonb refuses them
+    return value
 
 
 def session_fingerprint(
@@ -245,16 +263,15 @@ def validate_session(
         raise SessionInvalid("search_query", "must be a string")
     if len(search_query) > settings.STUDIO_MAX_TEXT_CHARS:
         raise SessionInvalid("search_query", f"at most {settings.STUDIO_MAX_TEXT_CHARS} characters", "too_long")
-    if "\x00" in search_query:
-        raise SessionInvalid("search_query", "must not contain NUL characters")
+    _check_text(search_query, "search_query")
     vector = None
     if query_vector is not None:
         try:
             vector = validate_vector(query_vector)
         except InvalidVector as exc:
             raise SessionInvalid("query_vector", str(exc), "invalid_vector") from None
-    meta, meta_json = _json_object(search_meta, "search_meta")
-    shown, shown_meta_json = _validate_results(results)
+    meta = _json_object(search_meta, "search_meta")
+    shown = _validate_results(results)
     moment = None if created_at is None else parse_timestamp(created_at, field_name="created_at", now=now)
     fingerprint = session_fingerprint(
         user_id=user_id,
@@ -273,12 +290,10 @@ def validate_session(
         search_meta=meta,
         created_at=moment,
         fingerprint=fingerprint,
-        search_meta_json=meta_json,
-        result_meta_json=shown_meta_json,
     )
 
 
-def _validate_results(results: object) -> tuple[list[ShownResultInput], list[str]]:
+def _validate_results(results: object) -> list[ShownResultInput]:
     if results is None:
         results = []
     if not isinstance(results, list):
@@ -287,7 +302,6 @@ def _validate_results(results: object) -> tuple[list[ShownResultInput], list[str
     if len(results) > limit:
         raise SessionInvalid("search_results", f"at most {limit} results, got {len(results)}", "too_many_results")
     shown: list[ShownResultInput] = []
-    metas: list[str] = []
     positions: dict[str, int] = {}
     for position, item in enumerate(results):
         name = f"search_results[{position}]"
@@ -312,10 +326,9 @@ def _validate_results(results: object) -> tuple[list[ShownResultInput], list[str
             if isinstance(score, bool) or not isinstance(score, (int, float)) or not math.isfinite(score):
                 raise SessionInvalid(f"{name}.score", "must be a finite number or null")
             score = float(score)
-        meta, meta_json = _json_object(meta, f"{name}.meta")
+        meta = _json_object(meta, f"{name}.meta")
         shown.append(ShownResultInput(object_id=object_id, score=score, meta=meta))
-        metas.append(meta_json)
-    return shown, metas
+    return shown
 
 
 def parse_session_item(raw: object, *, now: datetime) -> SessionInput:
@@ -345,9 +358,9 @@ def parse_session_item(raw: object, *, now: datetime) -> SessionInput:
 def parse_event_item(raw: object, *, index: int, now: datetime, session_id: str | None) -> EventInput | ItemError:
     """Validate one event. ``session_id`` is the session of a per-session endpoint (None: read it from the item)."""
     event_id = raw.get("event_id") if isinstance(raw, dict) else None
-    shown_id = event_id if isinstance(event_id, str) else None
+    shown_id = echo(event_id)
     item_session = raw.get("session_id") if isinstance(raw, dict) else None
-    shown_session = session_id or (item_session if isinstance(item_session, str) else None)
+    shown_session = session_id or echo(item_session)
     try:
         if not isinstance(raw, dict):
             raise SessionInvalid("event", "each event must be a JSON object")
@@ -369,9 +382,10 @@ def parse_event_item(raw: object, *, index: int, now: datetime, session_id: str 
             raise SessionInvalid("event_type", "a non-empty string is required")
         if len(event_type) > MAX_EVENT_TYPE_CHARS:
             raise SessionInvalid("event_type", f"at most {MAX_EVENT_TYPE_CHARS} characters", "too_long")
+        _check_text(event_type, "event_type")
         created = raw.get("created_at")
         moment = None if created is None else parse_timestamp(created, field_name="created_at", now=now)
-        _, meta_json = _json_object(raw.get("meta"), "meta")
+        meta = _json_object(raw.get("meta"), "meta")
     except SessionInvalid as exc:
         return ItemError(index=index, item_id=shown_id, code=exc.code, message=str(exc), session_id=shown_session)
     return EventInput(
@@ -381,5 +395,5 @@ def parse_event_item(raw: object, *, index: int, now: datetime, session_id: str 
         object_id=object_id,
         event_type=event_type,
         created_at=moment,
-        meta_json=meta_json,
+        meta=meta,
     )

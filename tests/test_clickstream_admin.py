@@ -31,7 +31,7 @@ def make_sessions(count: int, *, clicks: int = 2) -> list[Session]:
             object_id=f"o{i % 5}",
             event_type="click",
             created_at=None,
-            meta_json="{}",
+            meta={},
         )
         for s in sessions
         for i in range(clicks)

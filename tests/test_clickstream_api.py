@@ -441,3 +441,47 @@ def test_openapi_schema_documents_the_clickstream_endpoints(client):
         assert route in schema["paths"], route
     request = schema["paths"]["/api/v1/clickstream/events"]["post"]["requestBody"]
     assert "ClickstreamEvents" in str(request)
+
+
+@pytest.mark.parametrize(
+    ("raw", "field"),
+    [
+        ('"session_id": "a\\ud800"', "session_id"),
+        ('"session_id": "a\\u0000"', "session_id"),
+        ('"session_id": "s1", "search_query": "q\\u0000"', "search_query"),
+        ('"session_id": "s1", "search_meta": {"k": "\\udc00"}', "search_meta"),
+        ('"session_id": "s1", "search_meta": {"k": "\\u0000"}', "search_meta"),
+        ('"session_id": "s1", "search_meta": {"k": NaN}', None),
+    ],
+)
+def test_text_postgresql_cannot_store_is_refused_not_a_500(ingest, raw, field):
+    body = "{" + raw + ', "search_results": [{"object_id": "a"}]}'
+    response = ingest.post(SESSIONS, body, content_type="application/json")
+    assert response.status_code == 400, response.content
+    if field:
+        assert field in response.json()["error"]["fields"]
+    assert table_counts() == (0, 0, 0)
+
+
+def test_events_with_text_postgresql_cannot_store_are_refused_per_item(ingest):
+    post_session(ingest)
+    body = (
+        '{"events": [{"event_id": "e1", "object_id": "a"}, {"event_id": "e\\ud800", "object_id": "a"},'
+        ' {"event_id": "e3", "object_id": "a", "meta": {"x": "\\u0000"}},'
+        ' {"event_id": "e4", "object_id": "a", "event_type": "\\udfff"}]}'
+    )
+    result = ingest.post(f"{SESSIONS}/s1/events", body, content_type="application/json").json()
+    assert result["accepted"] == 1
+    assert [r["index"] for r in result["rejected"]] == [1, 2, 3]
+    assert result["rejected"][0]["event_id"] == "e\\ud800"  # echoed escaped, never a 500
+    assert Event.objects.count() == 1
+    batch = '{"sessions": [{"session_id": "x\\ud800", "search_results": []}]}'
+    rejected = ingest.post(BATCH, batch, content_type="application/json").json()["rejected"]
+    assert [(r["session_id"], r["code"]) for r in rejected] == [("x\\ud800", "invalid")]
+
+
+def test_non_ascii_text_round_trips(ingest):
+    response = post_session(ingest, session_id="séance-東京", search_query="película 映画", search_meta={"ü": "ß"})
+    assert response.status_code == 201, response.content
+    body = ingest.get(f"{SESSIONS}/séance-東京").json()
+    assert (body["search_query"], body["search_meta"]) == ("película 映画", {"ü": "ß"})
