@@ -212,6 +212,7 @@ WITH busy AS (
 ), picked AS (
     SELECT id FROM clickstream_session
     WHERE improvement_status = 'pending' AND user_id IS NOT NULL AND received_at < %(before)s
+      AND (%(user)s::text IS NULL OR user_id = %(user)s)
       AND user_id NOT IN (SELECT user_id FROM busy)
     ORDER BY received_at
     LIMIT %(limit)s
@@ -229,9 +230,15 @@ SELECT id, user_id FROM claimed ORDER BY id
 
 
 def claim_batch(
-    *, run_id: int, received_before: datetime, batch_size: int | None = None, lease_seconds: int | None = None
+    *,
+    run_id: int,
+    received_before: datetime,
+    batch_size: int | None = None,
+    lease_seconds: int | None = None,
+    user_id: str | None = None,
 ) -> Claim | None:
     """Claim up to ``batch_size`` ready sessions of users no other run holds; None when none is ready.
+    ``user_id`` limits the claim to that user's sessions (the demo page's "Improve now").
 
     See the module docstring for why claimers are serialized and users are claimed whole.
     """
@@ -248,7 +255,14 @@ def claim_batch(
         now, lease_until = cursor.fetchone()
         cursor.execute(
             _CLAIM,
-            {"before": received_before, "limit": batch_size, "lease": lease_until, "run": run_id, "now": now},
+            {
+                "before": received_before,
+                "limit": batch_size,
+                "lease": lease_until,
+                "run": run_id,
+                "now": now,
+                "user": user_id,
+            },
         )
         rows = cursor.fetchall()
     if not rows:
@@ -645,15 +659,16 @@ def _count_on_run(run_id: int, name: str) -> None:
         run.save(update_fields=["metrics"])
 
 
-def _begin_run(run_id: int, params: AdjusterParams) -> bool:
-    """Mark a run running (first try or a retry); False if it already finished."""
+def _begin_run(run_id: int, params: AdjusterParams, scope: dict | None = None) -> bool:
+    """Mark a run running (first try or a retry); False if it already finished. ``scope`` records
+    what a narrowed run overrode (settle time, user) beside its parameters."""
     with transaction.atomic():
         run = ImprovementRun.objects.select_for_update().get(pk=run_id)
         if run.status in (RunStatus.SUCCEEDED, RunStatus.FAILED):
             return False
         run.status = RunStatus.RUNNING
         run.started_at = run.started_at or timezone.now()
-        run.parameters = run_parameters(params)
+        run.parameters = {**run_parameters(params), **(scope or {})}
         run.save(update_fields=["status", "started_at", "parameters"])
     return True
 
@@ -678,21 +693,28 @@ def execute_run(
     run_id: int,
     progress: Callable[[BatchReport], None] | None = None,
     adjust: batch.AdjustFn | None = None,
+    settle_seconds: int | None = None,
+    user_id: str | None = None,
 ) -> ImprovementRun:
     """Run an improvement run to its end, in this process (the task, ``manage.py improve`` and the
     evaluation call it). Idempotent: a finished run is returned as it is; a retried one first gives
     back what its earlier try still held, and never repeats a committed batch.
 
+    ``settle_seconds`` (default ``IMPROVEMENT_SETTLE_SECONDS``) and ``user_id`` (default: every user)
+    narrow a run; the demo page's "Improve now" uses both (0 s, its user), recorded on the run.
+
     Transient errors (database or broker gone) propagate with the run left ``running`` so that the
     caller may retry; any other error fails the run and propagates.
     """
     params = adjuster_params()
-    if not _begin_run(run_id, params):
+    settle = settings.IMPROVEMENT_SETTLE_SECONDS if settle_seconds is None else settle_seconds
+    scope = {"settle_seconds": settle, **({"user_id": user_id} if user_id is not None else {})}
+    if not _begin_run(run_id, params, scope):
         return ImprovementRun.objects.get(pk=run_id)
     release_run_claims(run_id=run_id, reason="its run was restarted before finishing it; back in the queue")
     started = time.perf_counter()
     budget = settings.IMPROVEMENT_TIME_LIMIT_SECONDS * TIME_BUDGET_FRACTION
-    received_before = timezone.now() - timedelta(seconds=settings.IMPROVEMENT_SETTLE_SECONDS)
+    received_before = timezone.now() - timedelta(seconds=settle)
     note = ""
     try:
         while True:
@@ -700,7 +722,7 @@ def execute_run(
                 note = "stopped claiming at the time budget; the rest waits for the next run"
                 break
             mark = time.perf_counter()
-            claim = claim_batch(run_id=run_id, received_before=received_before)
+            claim = claim_batch(run_id=run_id, received_before=received_before, user_id=user_id)
             if claim is None:
                 break
             claim_seconds = time.perf_counter() - mark

@@ -1,3 +1,10 @@
-"""URL routes (filled in by their feature)."""
+"""Routes of the demo page (served only with ``STUDIO_DEMO=true``; 404 otherwise)."""
 
-urlpatterns: list = []
+from django.urls import path
+
+from studio import demo
+
+urlpatterns = [
+    path("", demo.demo_page, name="demo"),
+    path("demo/improve", demo.improve_now, name="demo-improve"),
+]
