@@ -1,0 +1,280 @@
+"""Evaluation data sets: a catalogue, query texts, and simulated users whose clicks follow real relevance.
+
+- ``movielens``: MovieLens-100K from the installed recbole wheel (``studio.datasets``). Queries are genres
+  and genre pairs ("comedy movies"); a user's relevance of an item for a query is their own rating of an
+  item matching the query (5 → 2, 4 → 1, else 0). Each user's ratings are split by time: the earlier 80 %
+  drive clicks, the later 20 % are the held-out relevance.
+- ``beir:PATH``: a folder in the BEIR layout (``corpus.jsonl``, ``queries.jsonl``, ``qrels/test.tsv``).
+  Half of the judged queries can be trained on (each simulated user repeats a sample of them); the other
+  half, which nobody trains on, is the related view. Relevant = grade ≥ 1.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import math
+from collections import defaultdict
+from dataclasses import dataclass, field
+from itertools import combinations
+from pathlib import Path
+
+import numpy as np
+
+Relevance = dict[str, int]  # object_id -> grade (absent = 0)
+
+
+@dataclass(frozen=True)
+class EvalObject:
+    """A catalogue item as loaded into the throwaway database."""
+
+    object_id: str
+    text: str
+    payload: dict
+
+
+@dataclass
+class SimUser:
+    """A simulated user: the queries they run (with the relevance that drives their clicks) and,
+    per view, the queries they are scored on (with the relevance they are scored against)."""
+
+    user_id: str
+    train: list[tuple[str, Relevance]]
+    views: dict[str, list[tuple[str, Relevance]]] = field(default_factory=dict)
+    clicks: bool = True  # bystanders search but never click
+
+
+@dataclass
+class EvalDataset:
+    """Everything one evaluation needs; query texts are referred to by id."""
+
+    name: str
+    objects: list[EvalObject]
+    queries: dict[str, str]
+    users: list[SimUser]
+    views: tuple[str, ...]
+    bystanders: list[SimUser] = field(default_factory=list)
+    probe_queries: list[str] = field(default_factory=list)
+    # Views scored after removing, per user, every object that user clicked in any arm.
+    exclude_clicked: frozenset[str] = frozenset()
+
+    def fingerprint(self) -> str:
+        """Hash of the catalogue texts (embedding cache key part)."""
+        digest = hashlib.sha256()
+        for obj in self.objects:
+            digest.update(obj.object_id.encode())
+            digest.update(b"\0")
+            digest.update(obj.text.encode())
+            digest.update(b"\1")
+        return digest.hexdigest()[:16]
+
+
+def user_half(user_id: str) -> int:
+    """0 (tuning half) or 1 (reporting half), stable for a user id across runs and machines."""
+    return int(hashlib.sha256(user_id.encode()).hexdigest(), 16) % 2
+
+
+def _bystanders(users: list[SimUser], count: int = 3) -> list[SimUser]:
+    """Users who run the same training queries as the first users but never click."""
+    return [
+        SimUser(user_id=f"bystander-{user.user_id}", train=user.train, views={}, clicks=False) for user in users[:count]
+    ]
+
+
+# --- MovieLens ------------------------------------------------------------------------------------
+
+GENRE_WORDS = {"Children's": "children's", "Film-Noir": "film-noir", "Sci-Fi": "sci-fi"}
+REWORDINGS = (
+    "good {x} films",
+    "{x} film recommendations",
+    "a {x} film to watch tonight",
+    "best {x} pictures",
+)
+MIN_PAIR_MOVIES = 20
+
+
+def _genre_phrase(genres: tuple[str, ...]) -> str:
+    return " ".join(GENRE_WORDS.get(g, g.lower()) for g in genres)
+
+
+def _grade(rating: float) -> int:
+    return 2 if rating >= 5 else 1 if rating >= 4 else 0
+
+
+def load_movielens(
+    *,
+    users: int = 200,
+    queries_per_user: int = 3,
+    related_per_user: int = 3,
+    min_relevant: int = 2,
+    held_out_share: float = 0.2,
+    seed: int = 0,
+) -> EvalDataset:
+    """MovieLens-100K as an evaluation data set (see the module docstring); ``users=0`` takes all eligible."""
+    from studio.datasets import movielens_movies, movielens_ratings
+
+    movies = movielens_movies()
+    genres_of = {m.item_id: frozenset(g for g in m.genres if g != "unknown") for m in movies}
+    objects = [EvalObject(object_id=m.item_id, text=m.text, payload=m.payload) for m in movies]
+
+    genre_list = sorted({g for gs in genres_of.values() for g in gs})
+    intents: list[tuple[str, ...]] = [(g,) for g in genre_list]
+    for pair in combinations(genre_list, 2):
+        if sum(1 for gs in genres_of.values() if set(pair) <= gs) >= MIN_PAIR_MOVIES:
+            intents.append(pair)
+    queries: dict[str, str] = {}
+    intent_id = {}
+    for intent in intents:
+        qid = "g:" + "+".join(intent)
+        intent_id[intent] = qid
+        queries[qid] = f"{_genre_phrase(intent)} movies"
+        for n, template in enumerate(REWORDINGS):
+            queries[f"r{n}:{qid}"] = template.format(x=_genre_phrase(intent))
+    items_of = {intent: {item for item, gs in genres_of.items() if set(intent) <= gs} for intent in intents}
+
+    by_user: dict[str, list] = defaultdict(list)
+    for rating in movielens_ratings():
+        by_user[rating.user_id].append(rating)
+
+    rng = np.random.default_rng(seed)
+    eligible: list[SimUser] = []
+    for uid in sorted(by_user, key=int):
+        ratings = sorted(by_user[uid], key=lambda r: (r.timestamp, int(r.item_id)))
+        cut = int(math.floor(len(ratings) * (1.0 - held_out_share)))
+        earlier = {r.item_id: _grade(r.rating) for r in ratings[:cut] if _grade(r.rating) > 0}
+        later = {r.item_id: _grade(r.rating) for r in ratings[cut:] if _grade(r.rating) > 0}
+        full = {**earlier, **later}
+
+        def rel(grades: dict[str, int], intent: tuple[str, ...]) -> Relevance:
+            return {item: g for item, g in grades.items() if item in items_of[intent]}
+
+        candidates = [intent for intent in intents if len(rel(earlier, intent)) >= min_relevant]
+        if not candidates:
+            continue
+        user_rng = np.random.default_rng([seed, int(uid)])
+        picked = [candidates[i] for i in sorted(user_rng.permutation(len(candidates))[:queries_per_user])]
+        trained_genres = {g for intent in picked for g in intent}
+        related_pool = [
+            intent
+            for intent in intents
+            if intent not in picked and trained_genres.intersection(intent) and rel(full, intent)
+        ]
+        related = [related_pool[i] for i in sorted(user_rng.permutation(len(related_pool))[:related_per_user])]
+        views = {
+            "seen": [(intent_id[i], rel(full, i)) for i in picked],
+            "reworded": [(f"r{int(user_rng.integers(len(REWORDINGS)))}:{intent_id[i]}", rel(full, i)) for i in picked],
+            "related": [(intent_id[i], rel(full, i)) for i in related],
+            "held_out": [(intent_id[i], rel(later, i)) for i in picked if rel(later, i)],
+        }
+        eligible.append(
+            SimUser(user_id=f"ml-{uid}", train=[(intent_id[i], rel(earlier, i)) for i in picked], views=views)
+        )
+    if users and users < len(eligible):
+        chosen = sorted(rng.choice(len(eligible), size=users, replace=False))
+        selected = [eligible[i] for i in chosen]
+    else:
+        selected = eligible
+    probe = [intent_id[i] for i in intents[:: max(1, len(intents) // 10)]]
+    return EvalDataset(
+        name="movielens",
+        objects=objects,
+        queries=queries,
+        users=selected,
+        views=("seen", "reworded", "related", "held_out"),
+        bystanders=_bystanders(selected),
+        probe_queries=probe,
+        exclude_clicked=frozenset({"held_out"}),
+    )
+
+
+# --- BEIR -----------------------------------------------------------------------------------------
+
+
+def _read_jsonl(path: Path) -> list[dict]:
+    with path.open(encoding="utf-8") as handle:
+        return [json.loads(line) for line in handle if line.strip()]
+
+
+def _sample(rng: np.random.Generator, pool: list[str], count: int) -> list[str]:
+    picked = rng.choice(len(pool), size=min(count, len(pool)), replace=False)
+    return sorted(pool[int(i)] for i in picked)
+
+
+def load_beir(
+    path: str | Path,
+    *,
+    users: int = 100,
+    queries_per_user: int = 3,
+    related_per_user: int = 5,
+    seed: int = 0,
+) -> EvalDataset:
+    """A BEIR-layout folder as an evaluation data set (see the module docstring)."""
+    folder = Path(path)
+    for needed in ("corpus.jsonl", "queries.jsonl", "qrels/test.tsv"):
+        if not (folder / needed).exists():
+            raise FileNotFoundError(f"{folder / needed} is missing (BEIR layout: corpus.jsonl, queries.jsonl, qrels/)")
+    objects = []
+    for doc in _read_jsonl(folder / "corpus.jsonl"):
+        title = (doc.get("title") or "").strip()
+        body = (doc.get("text") or "").strip()
+        text = f"{title}. {body}" if title and body else title or body
+        objects.append(EvalObject(object_id=str(doc["_id"]), text=text, payload={"title": title}))
+    known_objects = {obj.object_id for obj in objects}
+    all_queries = {str(q["_id"]): q["text"] for q in _read_jsonl(folder / "queries.jsonl")}
+    qrels: dict[str, Relevance] = defaultdict(dict)
+    with (folder / "qrels" / "test.tsv").open(encoding="utf-8", newline="") as handle:
+        reader = csv.reader(handle, delimiter="\t")
+        for row in reader:
+            if len(row) < 3 or not row[2].strip().lstrip("-").isdigit():
+                continue  # header
+            qid, doc_id, grade = row[0], row[1], int(row[2])
+            if grade >= 1 and doc_id in known_objects and qid in all_queries:
+                qrels[qid][doc_id] = grade
+    judged = sorted(qrels, key=lambda q: (len(q), q))
+    if len(judged) < 2:
+        raise ValueError(f"{folder}: fewer than two judged queries")
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(judged))
+    train_pool = sorted(judged[i] for i in order[: len(judged) // 2])
+    related_pool = sorted(judged[i] for i in order[len(judged) // 2 :])
+    sim_users = []
+    for n in range(users):
+        user_rng = np.random.default_rng([seed, n])
+        train = sorted(
+            str(q) for q in user_rng.choice(train_pool, size=min(queries_per_user, len(train_pool)), replace=False)
+        )
+        related = sorted(
+            str(q) for q in user_rng.choice(related_pool, size=min(related_per_user, len(related_pool)), replace=False)
+        )
+        sim_users.append(
+            SimUser(
+                user_id=f"u{n}",
+                train=[(q, qrels[q]) for q in train],
+                views={"seen": [(q, qrels[q]) for q in train], "related": [(q, qrels[q]) for q in related]},
+            )
+        )
+    queries = {q: all_queries[q] for q in judged}
+    return EvalDataset(
+        name=f"beir:{folder.name}",
+        objects=objects,
+        queries=queries,
+        users=sim_users,
+        views=("seen", "related"),
+        bystanders=_bystanders(sim_users),
+        probe_queries=judged[:: max(1, len(judged) // 10)],
+    )
+
+
+def load_dataset(name: str, *, users: int | None = None, queries_per_user: int = 3, seed: int = 0) -> EvalDataset:
+    """``movielens`` or ``beir:PATH``; ``users=None`` takes the data set's default."""
+    if name == "movielens":
+        return load_movielens(users=200 if users is None else users, queries_per_user=queries_per_user, seed=seed)
+    if name.startswith("beir:"):
+        return load_beir(
+            name.removeprefix("beir:"),
+            users=100 if users is None else users,
+            queries_per_user=queries_per_user,
+            seed=seed,
+        )
+    raise ValueError(f"unknown data set {name!r}: movielens or beir:PATH")

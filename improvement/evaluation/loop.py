@@ -1,0 +1,376 @@
+"""The evaluation loop: per arm, simulated users search, sessions are registered, clicks are recorded,
+improvement runs follow, and everyone searches again — all through the real services, in-process.
+
+One arm replays everything from a clean state (no personalized copies, no clickstream rows) with the
+same seed; the random numbers of every click decision are drawn from a generator seeded by
+(seed, round, user, query), so arms differ only in what they learned (common random numbers).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+from django.conf import settings
+from django.db import connection
+from django.test import override_settings
+from django.utils import timezone
+from tqdm import tqdm
+
+from clickstream import services as clickstream_services
+from clickstream.validation import ItemError, parse_event_item
+from improvement.evaluation import catalogue
+from improvement.evaluation.clicks import make_click_model
+from improvement.evaluation.datasets import EvalDataset, SimUser
+from improvement.evaluation.metrics import SCORING_DEPTH, score_ranking
+from studio import search
+
+logger = logging.getLogger(__name__)
+
+SHOWN_RESULTS = 10  # what a simulated user sees of a training search
+EVENTS_BATCH = 1000
+PROBE_USER = "eval-probe"
+
+ARM_NAMES = ("no_feedback", "embedding_studio", "studio", "oracle")
+
+
+@dataclass(frozen=True)
+class Arm:
+    """One way of running the loop: whether improvement runs, with which setting overrides, and the
+    position bias of the simulated clicks (``click_eta`` None: the evaluation's η)."""
+
+    name: str
+    improve: bool = True
+    overrides: dict = field(default_factory=dict)
+    click_eta: float | None = None
+
+
+# Embedding Studio's shipped defaults: lr 0.1, 10 iterations, every shown-unclicked object a negative, no rails.
+EMBEDDING_STUDIO_OVERRIDES = {
+    "IMPROVEMENT_LR": 0.1,
+    "IMPROVEMENT_ITERATIONS": 10,
+    "IMPROVEMENT_NEGATIVES": "all",
+    "IMPROVEMENT_MAX_DRIFT": None,
+    "IMPROVEMENT_RENORMALIZE": False,
+    "IMPROVEMENT_POSITION_BIAS_ETA": 0.0,
+}
+
+
+def standard_arms(names: Sequence[str] = ARM_NAMES, *, studio_overrides: dict | None = None) -> list[Arm]:
+    """The arms of DESIGN §6. ``studio_overrides`` replace settings for the studio and oracle arms (sweep)."""
+    studio_overrides = dict(studio_overrides or {})
+    catalogue_of_arms = {
+        "no_feedback": Arm("no_feedback", improve=False),
+        "embedding_studio": Arm("embedding_studio", overrides=EMBEDDING_STUDIO_OVERRIDES),
+        "studio": Arm("studio", overrides=studio_overrides),
+        # The studio settings, trained on clicks without position bias: what unbiased feedback could reach.
+        "oracle": Arm("oracle", overrides=studio_overrides, click_eta=0.0),
+    }
+    unknown = [n for n in names if n not in catalogue_of_arms]
+    if unknown:
+        raise ValueError(f"unknown arm(s) {', '.join(unknown)}: choose from {', '.join(ARM_NAMES)}")
+    if "no_feedback" not in names:
+        names = ["no_feedback", *names]  # every delta is measured against it
+    return [catalogue_of_arms[n] for n in ARM_NAMES if n in names]
+
+
+def arm_parameters(arm: Arm) -> dict:
+    """The improvement settings an arm runs with (settings merged with its overrides)."""
+    if not arm.improve:
+        return {}
+    keys = (
+        "IMPROVEMENT_LR",
+        "IMPROVEMENT_ITERATIONS",
+        "IMPROVEMENT_NEGATIVES",
+        "IMPROVEMENT_WEIGHT_DECAY",
+        "IMPROVEMENT_SOFTMIN_TEMPERATURE",
+        "IMPROVEMENT_POSITION_BIAS_ETA",
+        "IMPROVEMENT_MAX_DRIFT",
+        "IMPROVEMENT_RENORMALIZE",
+        "IMPROVEMENT_SEED",
+    )
+    values = {key: getattr(settings, key) for key in keys}
+    values.update(arm.overrides)
+    return {key.removeprefix("IMPROVEMENT_").lower(): value for key, value in values.items()}
+
+
+Ranking = tuple[list[str], list[float]]  # object ids best first, their distances
+
+
+@dataclass
+class ArmOutcome:
+    """Everything measured for one arm; scored later, together with the other arms."""
+
+    name: str
+    parameters: dict
+    rankings: dict[str, dict[tuple[int, int], Ranking]]  # view -> (user index, query index) -> ranking
+    curve: list[float]  # seen NDCG@10 after 0, 1, …, R improvement rounds
+    clicked: dict[int, set[str]]  # user index -> objects clicked (any query, any round)
+    clicks: int = 0  # simulated clicks
+    events_recorded: int = 0  # clicks sent through the clickstream service (registered sessions only)
+    sessions: int = 0
+    timings: dict = field(default_factory=lambda: defaultdict(float))  # seconds per phase
+    runs: list[dict] = field(default_factory=list)
+    guards: dict = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+@dataclass
+class LoopContext:
+    """The loaded data set, its embedded queries and the run's options."""
+
+    dataset: EvalDataset
+    query_vectors: dict[str, list[float]]
+    rounds: int
+    click_model: str
+    eta: float
+    seed: int
+    progress: bool = True
+    improve: Callable[[dict], list[dict]] | None = None  # replaced in tests only if ever needed
+
+
+def prepare(dataset: EvalDataset, *, progress: bool = True) -> dict[str, list[float]]:
+    """Load the catalogue into the current database (embeddings cached) and embed every query once."""
+    vectors = catalogue.object_vectors(dataset, progress=progress)
+    catalogue.load_catalogue(dataset, vectors, progress=progress)
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE studio_object")
+        cursor.execute("ANALYZE studio_objectpart")
+    return {qid: vector.astype(np.float64).tolist() for qid, vector in catalogue.query_vectors(dataset).items()}
+
+
+def reset_state() -> None:
+    """Forget everything a previous arm learned or recorded: copies, clickstream rows, runs."""
+    with connection.cursor() as cursor:
+        # CASCADE also empties whatever refers to these tables (e.g. the runs' per-session attempts).
+        cursor.execute(
+            "TRUNCATE clickstream_event, clickstream_shownresult, clickstream_session, "
+            "studio_personalizedpart, studio_personalizedobject, improvement_improvementrun CASCADE"
+        )
+
+
+def rank(*, query_vector: list[float], user_id: str | None, depth: int = SCORING_DEPTH) -> Ranking:
+    """A user's ranking through the search selector (no session registered)."""
+    result = search.search_objects(query_vector=query_vector, user_id=user_id, limit=depth)
+    return [hit.object_id for hit in result.hits], [round(hit.distance, 6) for hit in result.hits]
+
+
+def run_improvement(overrides: dict) -> list[dict]:
+    """One improvement run, in this process, through the same service the Celery task calls
+    (``improvement.services.execute_run``), with the arm's settings overrides and settle time 0.
+    The run claims batch after batch until no ready session is left."""
+    from improvement import services as improvement_services
+    from improvement.models import RunTrigger
+
+    with override_settings(IMPROVEMENT_SETTLE_SECONDS=0, **overrides):
+        run = improvement_services.create_run(trigger=RunTrigger.EVALUATION)
+        run = improvement_services.execute_run(run_id=run.pk)
+    if _pending_left():
+        raise RuntimeError(f"improvement run {run.pk} left ready sessions unclaimed ({run.error or run.status})")
+    return [
+        {
+            "id": run.pk,
+            "status": run.status,
+            "claimed": run.claimed,
+            "used": run.used,
+            "skipped": run.skipped,
+            "failed": run.failed,
+            "objects_personalized": run.objects_personalized,
+            "seconds": run.duration_seconds,
+        }
+    ]
+
+
+def _pending_left() -> bool:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT EXISTS (SELECT 1 FROM clickstream_session WHERE improvement_status = 'pending' "
+            "AND user_id IS NOT NULL)"
+        )
+        return bool(cursor.fetchone()[0])
+
+
+def _record_events(events: list[dict]) -> int:
+    """Send click events through the clickstream service, as the batched events endpoint does."""
+    accepted = 0
+    now = timezone.now()
+    for start in range(0, len(events), EVENTS_BATCH):
+        parsed = []
+        for index, raw in enumerate(events[start : start + EVENTS_BATCH]):
+            item = parse_event_item(raw, index=index, now=now, session_id=None)
+            if isinstance(item, ItemError):
+                raise RuntimeError(f"simulated event refused: {item.message}")
+            parsed.append(item)
+        outcome = clickstream_services.record_events(events=parsed, now=now)
+        if outcome.rejected:
+            raise RuntimeError(f"simulated events refused: {outcome.rejected[:3]}")
+        accepted += outcome.accepted
+    return accepted
+
+
+def _training_round(
+    ctx: LoopContext, arm: Arm, round_index: int, outcome: ArmOutcome, shown_cache: dict, bar
+) -> dict[tuple[int, int], Ranking]:
+    """Every user runs their training queries once (sessions registered), clicks are simulated and sent.
+
+    Returns what each simulated user was shown, per (user index, query index). An arm without
+    improvement cannot change any ranking, so it searches (and registers) in its first round only and
+    shows the same results afterwards (``shown_cache``): the clicks still differ by round."""
+    eta = ctx.eta if arm.click_eta is None else arm.click_eta
+    model = make_click_model("pbm" if arm.click_eta is not None else ctx.click_model, eta=eta)
+    events: list[dict] = []
+    shown: dict[tuple[int, int], Ranking] = {}
+    population: list[tuple[int, SimUser]] = list(enumerate(ctx.dataset.users))
+    population += [(-1 - n, user) for n, user in enumerate(ctx.dataset.bystanders)]
+    for user_index, user in population:
+        for query_index, (qid, relevance) in enumerate(user.train):
+            key = (user_index, query_index)
+            session_id = f"{arm.name}-r{round_index}-{user.user_id}-q{query_index}"
+            registered = key not in shown_cache
+            if not registered:
+                hits = shown_cache[key]
+            else:
+                hits = search.search_and_track(
+                    query=ctx.dataset.queries[qid],
+                    query_vector=ctx.query_vectors[qid],
+                    user_id=user.user_id,
+                    limit=SHOWN_RESULTS,
+                    session_id=session_id,
+                ).hits
+                outcome.sessions += 1
+                if not arm.improve:
+                    shown_cache[key] = hits
+            bar.update(1)
+            shown[key] = ([hit.object_id for hit in hits], [round(hit.distance, 6) for hit in hits])
+            if not user.clicks:
+                continue
+            rng = np.random.default_rng([ctx.seed, round_index, user_index, query_index])
+            grades = [relevance.get(hit.object_id, 0) for hit in hits]
+            for position in model.clicks(grades, rng):
+                object_id = hits[position].object_id
+                outcome.clicked[user_index].add(object_id)
+                outcome.clicks += 1
+                if registered:  # a session registered this round: send the click
+                    events.append({"session_id": session_id, "event_id": f"click-{position}", "object_id": object_id})
+    outcome.events_recorded += _record_events(events)
+    return shown
+
+
+def _evaluate_view(ctx: LoopContext, view: str, bar) -> dict[tuple[int, int], Ranking]:
+    rankings = {}
+    for user_index, user in enumerate(ctx.dataset.users):
+        for query_index, (qid, _relevance) in enumerate(user.views.get(view, [])):
+            rankings[(user_index, query_index)] = rank(query_vector=ctx.query_vectors[qid], user_id=user.user_id)
+            bar.update(1)
+    return rankings
+
+
+def _seen_ndcg(ctx: LoopContext, rankings: dict[tuple[int, int], Ranking]) -> float:
+    """Mean over users of NDCG@10 on their seen queries (training query ``i`` is seen query ``i``)."""
+    per_user: dict[int, list[float]] = defaultdict(list)
+    for (user_index, query_index), (ids, _) in rankings.items():
+        if user_index < 0:
+            continue  # bystanders are not scored
+        relevance = ctx.dataset.users[user_index].views["seen"][query_index][1]
+        per_user[user_index].append(score_ranking(ids, relevance)["ndcg@10"])
+    return float(np.mean([np.mean(v) for v in per_user.values()])) if per_user else float("nan")
+
+
+def _guard_rankings(ctx: LoopContext) -> dict[tuple[str, str], Ranking]:
+    """Rankings of people who never click: anonymous, a probe user with no history, the bystanders."""
+    rankings = {}
+    for qid in ctx.dataset.probe_queries:
+        rankings[("anonymous", qid)] = rank(query_vector=ctx.query_vectors[qid], user_id=None)
+        rankings[(PROBE_USER, qid)] = rank(query_vector=ctx.query_vectors[qid], user_id=PROBE_USER)
+    for user in ctx.dataset.bystanders:
+        for qid, _ in user.train:
+            rankings[(user.user_id, qid)] = rank(query_vector=ctx.query_vectors[qid], user_id=user.user_id)
+    return rankings
+
+
+def copy_similarity() -> dict:
+    """Cosine between each personalized copy and its original (mean over its parts): mean, min, count."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """
+            SELECT count(*), avg(c), min(c) FROM (
+                SELECT po.id, avg(1 - (pp.vector <=> op.vector)) AS c
+                FROM studio_personalizedobject po
+                JOIN studio_personalizedpart pp ON pp.personalized_id = po.id
+                JOIN studio_objectpart op ON op.object_id = po.original_id AND op.index = pp.index
+                GROUP BY po.id
+            ) AS per_copy
+            """
+        )
+        count, mean, minimum = cursor.fetchone()
+    return {
+        "copies": int(count),
+        "mean_cosine": float(mean) if mean is not None else 1.0,
+        "min_cosine": float(minimum) if minimum is not None else 1.0,
+    }
+
+
+DRIFT_MIN_MEAN_COSINE = 0.95
+
+
+def run_arm(ctx: LoopContext, arm: Arm) -> ArmOutcome:
+    """Replay the whole loop for one arm from a clean state and collect its rankings and guards.
+
+    The NDCG@10 curve is measured on what the users were shown: round ``r``'s training searches show
+    the state after ``r`` improvement runs; the last point is the final seen evaluation."""
+    started = time.monotonic()
+    reset_state()
+    with override_settings(**arm.overrides):
+        parameters = arm_parameters(arm)
+    outcome = ArmOutcome(name=arm.name, parameters=parameters, rankings={}, curve=[], clicked=defaultdict(set))
+    dataset = ctx.dataset
+    population = dataset.users + dataset.bystanders
+    total = sum(len(u.train) for u in population) * ctx.rounds + sum(
+        len(u.views.get(v, [])) for u in dataset.users for v in dataset.views
+    )
+    bar = tqdm(total=total, desc=f"{arm.name:>16}", unit="search", disable=not ctx.progress, leave=True)
+
+    guard_before = _guard_rankings(ctx)
+    improve = ctx.improve or run_improvement
+    shown_cache: dict = {}
+    first_shown = last_shown = {}
+    for round_index in range(ctx.rounds):
+        mark = time.monotonic()
+        last_shown = _training_round(ctx, arm, round_index, outcome, shown_cache, bar)
+        outcome.timings["search_and_click"] += time.monotonic() - mark
+        if round_index == 0:
+            first_shown = last_shown
+        outcome.curve.append(_seen_ndcg(ctx, last_shown))
+        if arm.improve:
+            mark = time.monotonic()
+            outcome.runs.extend(improve(arm.overrides))
+            outcome.timings["improvement"] += time.monotonic() - mark
+        bar.set_postfix(ndcg=f"{outcome.curve[-1]:.4f}")
+    mark = time.monotonic()
+    for view in dataset.views:
+        outcome.rankings[view] = _evaluate_view(ctx, view, bar)
+    outcome.timings["final_evaluation"] += time.monotonic() - mark
+    outcome.curve.append(_seen_ndcg(ctx, outcome.rankings.get("seen", {})))
+    guard_after = _guard_rankings(ctx)
+    bar.close()
+
+    # Users who never clicked own no copies: what they were shown must not have moved at all.
+    never_clicked = {i for i in range(len(dataset.users)) if not outcome.clicked.get(i)}
+    users_unchanged = all(first_shown[key] == last_shown[key] for key in first_shown if key[0] in never_clicked)
+    bystanders_unchanged = all(guard_before[key] == guard_after[key] for key in guard_before if key[0] != "anonymous")
+    anonymous_unchanged = all(guard_before[key] == guard_after[key] for key in guard_before if key[0] == "anonymous")
+    similarity = copy_similarity()
+    outcome.guards = {
+        "other_users_unchanged": bool(users_unchanged and bystanders_unchanged),
+        "anonymous_unchanged": bool(anonymous_unchanged),
+        "drift_ok": similarity["mean_cosine"] >= DRIFT_MIN_MEAN_COSINE,
+        "users_without_clicks": len(never_clicked),
+        "bystanders": len(dataset.bystanders),
+        **similarity,
+    }
+    outcome.seconds = time.monotonic() - started
+    return outcome

@@ -1,0 +1,260 @@
+"""Scoring the arms and writing ``report.json`` (DESIGN §6 shape), ``report.md`` and the NDCG plot."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from improvement.evaluation.datasets import EvalDataset
+from improvement.evaluation.loop import ArmOutcome
+from improvement.evaluation.metrics import METRICS, bootstrap_interval, mean_scores, score_ranking
+
+GUARD_KEYS = ("other_users_unchanged", "anonymous_unchanged", "drift_ok")
+VIEW_TITLES = {
+    "seen": "seen — the user repeats a training query",
+    "reworded": "reworded — the same intent in other words",
+    "related": "related — queries the user never ran",
+    "held_out": "held-out — only relevance that never drove a click (clicked objects removed)",
+}
+# The arms whose copies must stay close to their originals (the rails are on).
+DRIFT_GUARDED_ARMS = ("studio", "oracle")
+
+
+def per_user_scores(
+    dataset: EvalDataset, outcome: ArmOutcome, view: str, excluded: dict[int, set[str]]
+) -> dict[int, dict[str, float]]:
+    """Per user, the mean over their queries of each metric in ``view``."""
+    by_user: dict[int, list[dict[str, float]]] = {}
+    for (user_index, query_index), (ids, _) in outcome.rankings.get(view, {}).items():
+        relevance = dataset.users[user_index].views[view][query_index][1]
+        if view in dataset.exclude_clicked:
+            drop = excluded.get(user_index, set())
+            ids = [object_id for object_id in ids if object_id not in drop]
+            relevance = {k: g for k, g in relevance.items() if k not in drop}
+        if not any(g > 0 for g in relevance.values()):
+            continue  # nothing left to find
+        by_user.setdefault(user_index, []).append(score_ranking(ids, relevance))
+    return {user: mean_scores(scores) for user, scores in by_user.items()}
+
+
+def score_arms(
+    dataset: EvalDataset,
+    outcomes: Sequence[ArmOutcome],
+    *,
+    users: Sequence[int] | None = None,
+    bootstrap_samples: int = 1000,
+    seed: int = 0,
+) -> dict:
+    """``{arm: {view: {metric: interval, "delta": {metric: interval}}}}`` over ``users`` (all by default).
+
+    Held-out scoring removes, for each user, every object that user clicked in any arm, so all arms
+    are scored against the same relevance (a paired comparison)."""
+    excluded: dict[int, set[str]] = {}
+    for outcome in outcomes:
+        for user_index, objects in outcome.clicked.items():
+            excluded.setdefault(user_index, set()).update(objects)
+    chosen = set(range(len(dataset.users)) if users is None else users)
+    baseline = next(o for o in outcomes if o.name == "no_feedback")
+    arms: dict = {}
+    for view in dataset.views:
+        base = {u: s for u, s in per_user_scores(dataset, baseline, view, excluded).items() if u in chosen}
+        for outcome in outcomes:
+            scores = {u: s for u, s in per_user_scores(dataset, outcome, view, excluded).items() if u in chosen}
+            common = sorted(set(scores) & set(base))
+            entry: dict = {}
+            for metric in METRICS:
+                entry[metric] = bootstrap_interval(
+                    [scores[u][metric] for u in sorted(scores)], samples=bootstrap_samples, seed=seed
+                )
+            entry["delta"] = {
+                metric: bootstrap_interval(
+                    [scores[u][metric] - base[u][metric] for u in common], samples=bootstrap_samples, seed=seed
+                )
+                for metric in METRICS
+            }
+            entry["users"] = len(scores)
+            arms.setdefault(outcome.name, {})[view] = entry
+    return arms
+
+
+def overall_guards(outcomes: Sequence[ArmOutcome]) -> dict[str, bool]:
+    """Other users and anonymous search unchanged in every arm; copies close to originals where the rails are on."""
+    guarded = [o for o in outcomes if o.name in DRIFT_GUARDED_ARMS] or list(outcomes)
+    return {
+        "other_users_unchanged": all(o.guards.get("other_users_unchanged", True) for o in outcomes),
+        "anonymous_unchanged": all(o.guards.get("anonymous_unchanged", True) for o in outcomes),
+        "drift_ok": all(o.guards.get("drift_ok", True) for o in guarded),
+    }
+
+
+def target_checks(arms: dict, guards: dict, dataset: EvalDataset) -> dict[str, bool]:
+    """The quality targets of DESIGN §7 for the studio arm (absent keys: the view or arm did not run)."""
+    studio = arms.get("studio")
+    if not studio:
+        return {}
+    checks: dict[str, bool] = {}
+    seen = studio["seen"]["delta"]["ndcg@10"]
+    checks["seen_interval_above_0"] = seen["low"] > 0
+    if dataset.name == "movielens":
+        checks["seen_mean_at_least_0.04"] = seen["mean"] >= 0.04
+    if "related" in studio:
+        checks["related_low_at_least_-0.005"] = studio["related"]["delta"]["ndcg@10"]["low"] >= -0.005
+    if "held_out" in studio:
+        checks["held_out_low_at_least_-0.02"] = studio["held_out"]["delta"]["ndcg@10"]["low"] >= -0.02
+    if "embedding_studio" in arms:
+        checks["not_below_embedding_studio"] = all(
+            studio[view]["ndcg@10"]["mean"] >= arms["embedding_studio"][view]["ndcg@10"]["mean"] for view in studio
+        )
+    checks["guards_pass"] = all(guards.values())
+    return checks
+
+
+def _json_safe(value):
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, np.generic):
+        return _json_safe(value.item())
+    return value
+
+
+def build_report(
+    *,
+    dataset: EvalDataset,
+    outcomes: Sequence[ArmOutcome],
+    params: dict,
+    runtime_seconds: float,
+    bootstrap_samples: int = 1000,
+    seed: int = 0,
+) -> dict:
+    """The report dict: the DESIGN §6 keys first, then extras (curves, per-arm guards, targets, counts)."""
+    arms = score_arms(dataset, outcomes, bootstrap_samples=bootstrap_samples, seed=seed)
+    guards = overall_guards(outcomes)
+    report = {
+        "dataset": dataset.name,
+        "params": params,
+        "arms": arms,
+        "guards": guards,
+        "runtime_seconds": round(runtime_seconds, 1),
+        "targets": target_checks(arms, guards, dataset),
+        "curves": {o.name: o.curve for o in outcomes},
+        "arm_details": {
+            o.name: {
+                "parameters": o.parameters,
+                "guards": o.guards,
+                "sessions": o.sessions,
+                "clicks": o.clicks,
+                "events_recorded": o.events_recorded,
+                "improvement_runs": len(o.runs),
+                "runs": o.runs,
+                "seconds": round(o.seconds, 1),
+                "timings": {k: round(v, 1) for k, v in o.timings.items()},
+            }
+            for o in outcomes
+        },
+    }
+    return _json_safe(report)
+
+
+def _cell(interval: dict, *, signed: bool = False) -> str:
+    if interval.get("mean") is None:
+        return "–"
+    fmt = "{:+.4f}" if signed else "{:.4f}"
+    return f"{fmt.format(interval['mean'])} [{fmt.format(interval['low'])}, {fmt.format(interval['high'])}]"
+
+
+def markdown_tables(report: dict) -> str:
+    """One table per view: arms × metrics (mean [95 % interval]) and the paired Δ NDCG@10 to no feedback."""
+    lines = []
+    views = [v for v in ("seen", "reworded", "related", "held_out") if v in next(iter(report["arms"].values()))]
+    for view in views:
+        lines.append(f"#### {VIEW_TITLES.get(view, view)}")
+        lines.append("")
+        lines.append("| arm | " + " | ".join(METRICS) + " | Δ NDCG@10 vs no feedback | Δ Recall@100 |")
+        lines.append("| --- |" + " --- |" * (len(METRICS) + 2))
+        for arm, per_view in report["arms"].items():
+            entry = per_view[view]
+            cells = [_cell(entry[m]) for m in METRICS]
+            delta = "–" if arm == "no_feedback" else _cell(entry["delta"]["ndcg@10"], signed=True)
+            delta_recall = "–" if arm == "no_feedback" else _cell(entry["delta"]["recall@100"], signed=True)
+            lines.append(f"| {arm} | " + " | ".join(cells) + f" | {delta} | {delta_recall} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def write_markdown(report: dict, path: Path, *, plot_name: str | None = None) -> None:
+    """``report.md``: parameters, a table per view, guards, targets, runtime."""
+    params = report["params"]
+    lines = [
+        f"# Evaluation: {report['dataset']}",
+        "",
+        f"{params.get('users')} simulated users, {params.get('rounds')} rounds, clicks: {params.get('click_model')} "
+        f"(η = {params.get('eta')}), seed {params.get('seed')}, runtime {report['runtime_seconds']} s. "
+        "Intervals: bootstrap 95 % over users; Δ is the paired difference to no feedback.",
+        "",
+        markdown_tables(report),
+        "#### guards",
+        "",
+        "| guard | pass |",
+        "| --- | --- |",
+        *[f"| {key} | {'pass' if value else 'FAIL'} |" for key, value in report["guards"].items()],
+        "",
+    ]
+    details = report.get("arm_details", {})
+    if details:
+        lines += [
+            "| arm | sessions | clicks | runs | copies | mean cos(copy, original) | seconds |",
+            "| --- |" + " --- |" * 6,
+        ]
+        for arm, d in details.items():
+            g = d.get("guards", {})
+            cos = g.get("mean_cosine")
+            lines.append(
+                f"| {arm} | {d['sessions']} | {d['clicks']} | {d['improvement_runs']} | {g.get('copies', 0)} | "
+                f"{'–' if cos is None else f'{cos:.4f}'} | {d['seconds']} |"
+            )
+        lines.append("")
+    if report.get("targets"):
+        lines += ["#### targets (DESIGN §7, studio arm)", "", "| target | met |", "| --- | --- |"]
+        lines += [f"| {key} | {'yes' if ok else 'NO'} |" for key, ok in report["targets"].items()]
+        lines.append("")
+    if plot_name:
+        lines += [f"![NDCG@10 (seen) per improvement run]({plot_name})", ""]
+    path.write_text("\n".join(lines), encoding="utf-8")
+
+
+def write_plot(report: dict, path: Path) -> None:
+    """PNG: seen NDCG@10 per arm after each improvement run (0 = before any)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=120)
+    for arm, curve in report["curves"].items():
+        ax.plot(range(len(curve)), curve, marker="o", label=arm)
+    ax.set_xlabel("improvement runs")
+    ax.set_ylabel("NDCG@10 (seen)")
+    ax.set_title(f"{report['dataset']}: NDCG@10 on repeated queries")
+    ax.grid(True, alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def write_report(report: dict, out: Path) -> dict[str, Path]:
+    """Write report.json, report.md and ndcg.png under ``out``; returns their paths."""
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {"json": out / "report.json", "markdown": out / "report.md", "plot": out / "ndcg.png"}
+    paths["json"].write_text(json.dumps(report, indent=2, allow_nan=False) + "\n", encoding="utf-8")
+    write_plot(report, paths["plot"])
+    write_markdown(report, paths["markdown"], plot_name=paths["plot"].name)
+    return paths
