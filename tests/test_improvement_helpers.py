@@ -14,7 +14,7 @@ from django.utils import timezone
 
 from clickstream import services as clickstream
 from clickstream.models import Session
-from clickstream.validation import EventInput, validate_session
+from clickstream.validation import parse_event_item, validate_session
 from studio import services as catalogue
 
 DIM = settings.STUDIO_EMBEDDING_DIM
@@ -62,21 +62,18 @@ def register(
 
 
 def click(session: Session, *object_ids: str, event_type: str = "click") -> None:
-    """Record events on shown results of ``session``."""
-    outcome = clickstream.record_events(
-        events=[
-            EventInput(
-                index=i,
-                session_id=session.session_id,
-                event_id=uuid.uuid4().hex,
-                object_id=oid,
-                event_type=event_type,
-                created_at=None,
-                meta_json="{}",
-            )
-            for i, oid in enumerate(object_ids)
-        ]
-    )
+    """Record events on shown results of ``session``, validated as the ingestion API does."""
+    now = timezone.now()
+    events = [
+        parse_event_item(
+            {"event_id": uuid.uuid4().hex, "object_id": oid, "event_type": event_type},
+            index=i,
+            now=now,
+            session_id=session.session_id,
+        )
+        for i, oid in enumerate(object_ids)
+    ]
+    outcome = clickstream.record_events(events=events, now=now)
     assert not outcome.rejected, outcome.rejected
 
 
