@@ -128,7 +128,10 @@ def parse_timestamp(value: object, *, field_name: str, now: datetime) -> datetim
     elif isinstance(value, bool) or value is None:
         raise SessionInvalid(field_name, "must be an ISO 8601 time or epoch seconds", "invalid_timestamp")
     elif isinstance(value, (int, float)):
-        moment = _from_epoch(value, field_name)
+        try:
+            moment = _from_epoch(float(value), field_name)
+        except OverflowError:
+            raise SessionInvalid(field_name, "epoch seconds out of range", "invalid_timestamp") from None
     elif isinstance(value, str):
         text = value.strip()
         if not text or len(text) > 64:
@@ -177,6 +180,17 @@ def _check_text(value: str, field_name: str) -> str:
         except UnicodeEncodeError:
             raise SessionInvalid(field_name, "must be valid Unicode (no lone surrogates)") from None
     return value
+
+
+def _plain_identifier(value: object) -> bool:
+    """The common case of a valid identifier, checked without formatting a field name."""
+    return (
+        type(value) is str
+        and 0 < len(value) <= MAX_ID_CHARS
+        and value.isascii()
+        and "\x00" not in value
+        and not value.isspace()
+    )
 
 
 def _identifier(value: object, field_name: str, *, required: bool = True) -> str | None:
@@ -270,6 +284,8 @@ def validate_session(
             vector = validate_vector(query_vector)
         except InvalidVector as exc:
             raise SessionInvalid("query_vector", str(exc), "invalid_vector") from None
+        except OverflowError:  # an integer beyond float range
+            raise SessionInvalid("query_vector", "must contain only finite numbers", "invalid_vector") from None
     meta = _json_object(search_meta, "search_meta")
     shown = _validate_results(results)
     moment = None if created_at is None else parse_timestamp(created_at, field_name="created_at", now=now)
@@ -293,6 +309,19 @@ def validate_session(
     )
 
 
+def _finite_number(value: object, field_name: str) -> float:
+    """A finite float from a JSON number (an integer too large for a float is refused, not a crash)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise SessionInvalid(field_name, "must be a finite number or null")
+    try:
+        number = float(value)
+    except OverflowError:
+        number = math.inf
+    if not math.isfinite(number):
+        raise SessionInvalid(field_name, "must be a finite number or null")
+    return number
+
+
 def _validate_results(results: object) -> list[ShownResultInput]:
     if results is None:
         results = []
@@ -304,29 +333,31 @@ def _validate_results(results: object) -> list[ShownResultInput]:
     shown: list[ShownResultInput] = []
     positions: dict[str, int] = {}
     for position, item in enumerate(results):
-        name = f"search_results[{position}]"
-        if isinstance(item, ShownResultInput):
-            object_id, score, meta = item.object_id, item.score, item.meta
-        elif isinstance(item, dict):
-            unknown = set(item) - RESULT_FIELDS
-            if unknown:
-                raise SessionInvalid(f"{name}.{min(unknown)}", "unknown field", "unknown_field")
+        # Hot loop (a batch holds thousands of results): field names are formatted only on error.
+        if type(item) is dict:
+            if not item.keys() <= RESULT_FIELDS:
+                unknown = min(set(item) - RESULT_FIELDS)
+                raise SessionInvalid(f"search_results[{position}].{unknown}", "unknown field", "unknown_field")
             object_id, score, meta = item.get("object_id"), item.get("score"), item.get("meta")
+        elif isinstance(item, ShownResultInput):
+            object_id, score, meta = item.object_id, item.score, item.meta
         else:
-            raise SessionInvalid(name, "must be an object {object_id, score?, meta?}")
-        object_id = _identifier(object_id, f"{name}.object_id")
+            raise SessionInvalid(f"search_results[{position}]", "must be an object {object_id, score?, meta?}")
+        if not _plain_identifier(object_id):
+            object_id = _identifier(object_id, f"search_results[{position}].object_id")
         if object_id in positions:
             raise SessionInvalid(
-                f"{name}.object_id",
+                f"search_results[{position}].object_id",
                 f"'{object_id}' was already shown at position {positions[object_id]}",
                 "duplicate_object_id",
             )
         positions[object_id] = position
-        if score is not None:
-            if isinstance(score, bool) or not isinstance(score, (int, float)) or not math.isfinite(score):
-                raise SessionInvalid(f"{name}.score", "must be a finite number or null")
-            score = float(score)
-        meta = _json_object(meta, f"{name}.meta")
+        if score is not None and (type(score) is not float or not math.isfinite(score)):
+            score = _finite_number(score, f"search_results[{position}].score")
+        if meta is None:
+            meta = {}
+        elif type(meta) is not dict or meta:
+            meta = _json_object(meta, f"search_results[{position}].meta")
         shown.append(ShownResultInput(object_id=object_id, score=score, meta=meta))
     return shown
 

@@ -157,6 +157,9 @@ def test_a_session_without_results_is_stored(ingest):
         ({"created_at": iso(-timedelta(days=8))}, "created_at", "timestamp_out_of_window"),
         ({"created_at": iso(timedelta(minutes=10))}, "created_at", "timestamp_out_of_window"),
         ({"colour": "red"}, "colour", "unknown_field"),
+        ({"search_results": [{"object_id": "a", "score": 10**400}]}, "search_results[0].score", "invalid"),
+        ({"created_at": 10**400}, "created_at", "invalid_timestamp"),
+        ({"query_vector": [10**400] + unit_vector(1.0)[1:]}, "query_vector", "invalid_vector"),
     ],
 )
 def test_register_session_bad_input_is_400_naming_the_field_and_writes_nothing(ingest, overrides, field, code):
