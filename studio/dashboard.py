@@ -22,6 +22,7 @@ from pathlib import Path
 
 from django.conf import settings
 from django.contrib import admin
+from django.db import connection
 from django.db.models import Count, OuterRef, Subquery
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
@@ -36,6 +37,7 @@ RUNS_SHOWN = 100
 USER_SESSIONS_SHOWN = 200
 USER_OBJECTS_SHOWN = 500
 MAX_INLINE_PNG_BYTES = 3 * 1024 * 1024
+EXACT_EVENT_COUNT_UP_TO = 10_000
 REPORT_VIEWS = ("seen", "reworded", "related", "held_out")
 REPORT_METRICS = ("ndcg@10", "mrr@10", "recall@10", "recall@100")
 
@@ -58,9 +60,15 @@ def session_status_counts() -> dict[str, int]:
     return counts
 
 
-def estimated_event_rows() -> int:
-    """Event rows, as the planner estimates them (instant at any size; never a COUNT(*))."""
-    return selectors.estimated_row_count(table="clickstream_event")
+def event_rows(*, exact_up_to: int = EXACT_EVENT_COUNT_UP_TO) -> tuple[int, bool]:
+    """(event rows, exact?). Counted exactly only up to ``exact_up_to`` rows (a bounded scan that stops
+    there); beyond that, the planner's estimate: instant at any size, never a full COUNT(*)."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM (SELECT 1 FROM clickstream_event LIMIT %s) AS bounded", [exact_up_to + 1])
+        bounded = int(cursor.fetchone()[0])
+    if bounded <= exact_up_to:
+        return bounded, True
+    return max(selectors.estimated_row_count(table="clickstream_event"), bounded), False
 
 
 def recent_user_ids(*, limit: int = 20, scan: int = 500) -> list[str]:
@@ -265,6 +273,7 @@ def runs_plot(runs: list) -> str | None:
     sessions_ax.plot(times, [run.claimed for run in runs], "o-", color="#9aa7b6", label="claimed", markersize=4)
     sessions_ax.plot(times, [run.used for run in runs], "o-", color="#2f6fdf", label="learned from", markersize=4)
     sessions_ax.set_ylabel("sessions")
+    sessions_ax.set_ylim(bottom=0, top=max(max(run.claimed for run in runs) * 1.15, 1))
     sessions_ax.set_title("sessions per run")
     for name, label, color in (
         ("clicked_rank_before", "before", "#b3261e"),
@@ -357,7 +366,7 @@ def dashboard(request: HttpRequest) -> HttpResponse:
         "status_counts": counts,
         "sessions_total": sum(counts.values()),
         "status_plot": status_plot(counts),
-        "event_rows_estimate": estimated_event_rows(),
+        "event_rows": event_rows(),
         "reports": reports,
         "reports_root": reports_root(),
         "recent_users": recent_user_ids(),

@@ -111,9 +111,36 @@ def test_dashboard_counts_sessions_by_status_without_counting_events(admin_clien
     assert 'data-status="done"><div class="n">2<' in body
     assert response.context["status_plot"].startswith("data:image/png;base64,")
     event_queries = [q["sql"] for q in queries.captured_queries if "clickstream_event" in q["sql"].lower()]
-    assert event_queries, "the estimate reads pg_class for clickstream_event"
-    assert all("reltuples" in sql for sql in event_queries), event_queries
+    assert event_queries
+    # never a full COUNT(*) of the events table: a scan bounded by LIMIT, or the planner's estimate
+    assert all("LIMIT" in sql or "reltuples" in sql for sql in event_queries), event_queries
+    assert response.context["event_rows"] == (0, True)
     assert "alice" in response.context["recent_users"]
+
+
+def test_event_rows_are_exact_when_few_and_estimated_beyond_the_bound(db):
+    from studio import dashboard
+
+    session = _session("alice", shown=("a", "b", "c"))
+    clickstream_services.record_events(
+        events=[
+            clickstream_services.EventInput(
+                index=i,
+                session_id=session.session_id,
+                event_id=f"e{i}",
+                object_id=object_id,
+                event_type="click",
+                created_at=None,
+                meta={},
+            )
+            for i, object_id in enumerate(("a", "b", "c"))
+        ]
+    )
+    assert dashboard.event_rows() == (3, True)
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE clickstream_event")
+    count, exact = dashboard.event_rows(exact_up_to=2)
+    assert not exact and count >= 3
 
 
 def test_dashboard_plots_runs_over_time(admin_client, reports_dir):
