@@ -52,7 +52,7 @@ class AdjusterParams:
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda
     num_threads: int | None = None  # torch CPU threads during the call; None = leave torch's setting
-    changed_epsilon: float = 1e-6  # an object counts as changed when some coordinate moved more than this
+    changed_epsilon: float = 1e-6  # an object counts as changed when one of its parts moved (L2) more than this
 
     def __post_init__(self):
         if self.metric not in METRICS:
@@ -170,15 +170,18 @@ def adjust(
     """
     started = time.perf_counter()
     starts, originals = _validate_objects(objects, dim=dim)
-    dim = dim if dim is not None else (starts[0].shape[1] if starts else None)
+    if dim is None and starts:
+        dim = starts[0].shape[1]
     queries = _validate_sessions(sessions, n_objects=len(objects), dim=dim)
+    start_all, original_all, mask_all = _pad_objects(starts, originals, dim=dim or 0)
 
     failed: dict[int, str] = {}
-    bad_objects = {i for i, (s, o) in enumerate(zip(starts, originals, strict=True)) if not _finite(s, o)}
+    objects_finite = np.isfinite(start_all).all(axis=(1, 2)) & np.isfinite(original_all).all(axis=(1, 2))
+    queries_finite = np.isfinite(queries).all(axis=1)
     for si, session in enumerate(sessions):
-        if not np.isfinite(queries[si]).all():
+        if not queries_finite[si]:
             failed[si] = "query vector is not finite"
-        elif any(o in bad_objects for o in (*session.clicked, *session.negatives)):
+        elif not objects_finite.all() and not all(objects_finite[o] for o in (*session.clicked, *session.negatives)):
             failed[si] = "an object's stored vector is not finite"
 
     device = _pick_device(params.device)
@@ -193,7 +196,7 @@ def adjust(
         # A NaN/inf stays inside the objects whose sessions produced it (each object is its own
         # parameter and AdamW is element-wise), so failing those sessions and retraining is enough.
         for _attempt in range(3):
-            outcome = _train(starts, originals, queries, sessions, failed, params, device)
+            outcome = _train(start_all, original_all, mask_all, queries, sessions, failed, params, device)
             if not outcome.non_finite_sessions:
                 break
             for si in outcome.non_finite_sessions:
@@ -206,16 +209,15 @@ def adjust(
         if device.type == "cuda":
             torch.use_deterministic_algorithms(previous_deterministic)
 
-    vectors = [s.copy() for s in starts]
+    vectors: list[np.ndarray | None] = [None] * len(objects)
     changed = [False] * len(objects)
-    drifts = []
-    for local, global_index in enumerate(outcome.touched):
-        parts = starts[global_index].shape[0]
-        new = outcome.vectors[local, :parts]
-        if np.abs(new - starts[global_index]).max(initial=0.0) > params.changed_epsilon:
-            vectors[global_index] = np.ascontiguousarray(new, dtype=np.float32)
-            changed[global_index] = True
-            drifts.append(float(outcome.drift[local]))
+    for local in np.flatnonzero(outcome.changed):
+        global_index = int(outcome.touched[local])
+        # A view into the fresh result array (which nothing else holds): no per-object copy.
+        vectors[global_index] = outcome.vectors[local, : starts[global_index].shape[0]]
+        changed[global_index] = True
+    vectors = [start.copy() if new is None else new for start, new in zip(starts, vectors, strict=True)]
+    drifts = outcome.drift[outcome.changed] if len(outcome.touched) else np.zeros(0)
 
     metrics = dict(outcome.metrics)
     metrics.update(
@@ -225,9 +227,9 @@ def adjust(
         objects=len(objects),
         objects_touched=len(outcome.touched),
         objects_changed=int(sum(changed)),
-        drift_p50=float(np.percentile(drifts, 50)) if drifts else 0.0,
-        drift_p90=float(np.percentile(drifts, 90)) if drifts else 0.0,
-        drift_max=float(max(drifts)) if drifts else 0.0,
+        drift_p50=float(np.percentile(drifts, 50)) if drifts.size else 0.0,
+        drift_p90=float(np.percentile(drifts, 90)) if drifts.size else 0.0,
+        drift_max=float(drifts.max()) if drifts.size else 0.0,
         iterations=params.iterations,
         device=str(device),
         seconds=time.perf_counter() - started,
@@ -238,15 +240,13 @@ def adjust(
 # --- input checks -------------------------------------------------------------------------------
 
 
-def _finite(*arrays: np.ndarray) -> bool:
-    return all(np.isfinite(a).all() for a in arrays)
-
-
 def _validate_objects(objects: list[ObjectVectors], *, dim: int | None) -> tuple[list[np.ndarray], list[np.ndarray]]:
     starts, originals = [], []
     for i, obj in enumerate(objects):
-        start = np.asarray(obj.start, dtype=np.float32)
-        original = np.asarray(obj.original, dtype=np.float32)
+        start, original = obj.start, obj.original
+        if not (_is_float32_matrix(start) and _is_float32_matrix(original)):  # the fast path skips asarray
+            start = np.asarray(start, dtype=np.float32)
+            original = np.asarray(original, dtype=np.float32)
         if start.ndim == 1:
             start = start[None, :]
         if original.ndim == 1:
@@ -263,7 +263,12 @@ def _validate_objects(objects: list[ObjectVectors], *, dim: int | None) -> tuple
     return starts, originals
 
 
-def _validate_sessions(sessions: list[SessionExample], *, n_objects: int, dim: int | None) -> list[np.ndarray]:
+def _is_float32_matrix(array) -> bool:
+    return type(array) is np.ndarray and array.dtype == np.float32 and array.ndim == 2
+
+
+def _validate_sessions(sessions: list[SessionExample], *, n_objects: int, dim: int | None) -> np.ndarray:
+    """Check the sessions' shapes and references; return their queries as one (sessions × D) array."""
     queries = []
     for si, session in enumerate(sessions):
         query = np.asarray(session.query, dtype=np.float32).reshape(-1)
@@ -282,7 +287,36 @@ def _validate_sessions(sessions: list[SessionExample], *, n_objects: int, dim: i
             if values is not None and len(values) != len(ref):
                 raise ValueError(f"sessions[{si}].{name} has {len(values)} entries for {len(ref)} objects")
         queries.append(query)
-    return queries
+    if not queries:
+        return np.zeros((0, dim or 0), dtype=np.float32)
+    if len({q.shape[0] for q in queries}) > 1:
+        raise ValueError("sessions' queries differ in dimension")
+    return np.stack(queries)
+
+
+def _pad_objects(
+    starts: list[np.ndarray], originals: list[np.ndarray], *, dim: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Stack ragged (parts × D) arrays into (objects × P × D) with a (objects × P) mask of real parts."""
+    if not starts:
+        empty = np.zeros((0, 1, dim), dtype=np.float32)
+        return empty, empty.copy(), np.zeros((0, 1), dtype=bool)
+    counts = np.fromiter((s.shape[0] for s in starts), dtype=np.int64, count=len(starts))
+    width = int(counts.max())
+    if (counts == width).all():  # the common case (one part each): one concatenation, no loop
+        shape = (len(starts), width, dim)
+        return (
+            np.concatenate(starts).reshape(shape),
+            np.concatenate(originals).reshape(shape),
+            np.ones((len(starts), width), dtype=bool),
+        )
+    start = np.zeros((len(starts), width, dim), dtype=np.float32)
+    original = np.zeros_like(start)
+    for i, (s, o) in enumerate(zip(starts, originals, strict=True)):
+        start[i, : s.shape[0]] = s
+        original[i, : o.shape[0]] = o
+    mask = np.arange(width)[None, :] < counts[:, None]
+    return start, original, mask
 
 
 def _pick_device(name: str) -> torch.device:
@@ -296,60 +330,112 @@ def _pick_device(name: str) -> torch.device:
 
 @dataclass
 class _Outcome:
-    touched: list[int]  # global object indices, in local order
+    touched: np.ndarray  # (touched,) global object indices, in local order
     vectors: np.ndarray  # (touched × P × D) final vectors (padded parts zero)
+    changed: np.ndarray  # (touched,) bool: some part moved (L2) by more than changed_epsilon
     drift: np.ndarray  # (touched,) max cosine distance of a part to its original part
     metrics: dict
     non_finite_sessions: set[int]
 
 
 @dataclass
-class _Bucket:
-    """Sessions with the same number of (padded) slots, laid out as (sessions × slots).
+class _Terms:
+    """A group of (session, object) terms of the loss, one row each: ``coefficient · S(q, o)³``.
 
-    Every slot is one term of the loss, ``coefficient · S(q, o)³`` with ``coefficient`` =
-    ∓ weight / (|C| or |N|) / sessions; padding slots point at object 0 with coefficient 0.
-    The query is stored once per session, not once per slot (that is what makes it fast).
+    ``coefficient`` = ∓ weight / (|C| or |N|) / sessions. The first group holds, for every
+    touched object in local order, its first term, so it needs no gather at all: row i is object
+    i. The second group holds the remaining terms of objects seen in several sessions.
     """
 
-    object_index: torch.Tensor  # (sessions · slots,) local object index
-    query: torch.Tensor  # (sessions × D × 1), unit length for cosine
-    query_sq_norm: torch.Tensor  # (sessions × 1 × 1) ‖q‖², for euclid
-    coefficient: torch.Tensor  # (sessions × slots)
-    clicked: torch.Tensor  # (sessions × slots) bool, real clicked slots
-    negative: torch.Tensor  # (sessions × slots) bool, real negative slots
-    session_index: np.ndarray  # (sessions,) index into the caller's ``sessions``
+    object_index: torch.Tensor | None  # (terms,) local object; None for the first group (= arange)
+    query: torch.Tensor  # (terms × 1 × D) contiguous, unit length for cosine
+    query_sq_norm: torch.Tensor | None  # (terms × 1) ‖q‖², for euclid only
+    coefficient: torch.Tensor  # (terms,)
+    clicked: torch.Tensor  # (terms,) bool
+    session_row: np.ndarray  # (terms,) index into the used sessions
 
 
-class _GatherRows(torch.autograd.Function):
-    """``source[index]`` whose backward adds gradient rows with ``index_add_``.
+class _PartSimilarity(torch.autograd.Function):
+    """``s(q, p)`` for every term and part of every group: ``(terms × P)`` per group.
 
-    Autograd's own backward for indexing (``index_put_`` with accumulate) is several times slower on
-    CPU; ``index_add_`` is serial there and therefore deterministic. On CUDA we use ``index_put_``,
-    which has a deterministic implementation under ``torch.use_deterministic_algorithms``.
+    The gradient is written by hand because it has a cheap shape: for each term ``∂s/∂v`` is
+    ``a·q + r·v`` with scalars ``a`` and ``r`` (cosine: ``a = 1/‖v‖, r = -s/‖v‖²``; dot: ``a = 1, r = 0``;
+    euclid: ``a = 1/‖q - v‖, r = -a``), so the whole backward is one broadcast multiply for the first
+    group, an ``index_add_`` of the few repeated terms, and one ``addcmul_``. Autograd's generic version
+    makes several more passes over (objects × P × D) and is several times slower on CPU.
     """
 
     @staticmethod
-    def forward(ctx, source: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-        ctx.save_for_backward(index)
-        ctx.source_shape = source.shape
-        return source.index_select(0, index)
+    def forward(ctx, vectors: torch.Tensor, groups: list[_Terms], metric: str):
+        norm = vectors.norm(dim=-1) if metric != "dot" else None  # (objects × P)
+        if metric == "cosine":
+            per_row = 1.0 / norm.clamp_min(_NORM_EPS)  # 1/‖v‖
+        elif metric == "euclid":
+            per_row = norm * norm  # ‖v‖²
+        outputs, saved = [], []
+        for group in groups:
+            if group.object_index is None:
+                rows, row_values = vectors, (per_row if norm is not None else None)
+            else:
+                rows = vectors.index_select(0, group.object_index)
+                row_values = per_row.index_select(0, group.object_index) if norm is not None else None
+            dots = torch.bmm(rows, group.query.transpose(1, 2)).squeeze(-1)  # (terms × P)
+            if metric == "dot":
+                similarity, aux = dots, None
+            elif metric == "cosine":
+                similarity, aux = dots * row_values, row_values
+            else:  # ‖q - p‖ from ‖q‖² - 2 q·p + ‖p‖²: no (terms × P × D) difference tensor needed
+                squared = group.query_sq_norm - 2.0 * dots + row_values
+                aux = squared.clamp_min(_NORM_EPS).sqrt()
+                aux = aux.masked_fill(squared < _NORM_EPS, float("inf"))  # at q = p: no gradient (1/inf = 0)
+                similarity = -aux.clamp(max=torch.finfo(aux.dtype).max).masked_fill(squared < _NORM_EPS, 0.0)
+            outputs.append(similarity)
+            saved.append(aux)
+        ctx.groups = groups
+        ctx.metric = metric
+        ctx.saved_aux = saved
+        ctx.saved_similarity = [o.detach() for o in outputs]
+        ctx.save_for_backward(vectors)
+        return tuple(outputs)
 
     @staticmethod
-    def backward(ctx, grad: torch.Tensor):
-        (index,) = ctx.saved_tensors
-        out = grad.new_zeros(ctx.source_shape)
-        if grad.is_cuda:
-            out.index_put_((index,), grad, accumulate=True)
-        else:
-            out.index_add_(0, index, grad)
-        return out, None
+    def backward(ctx, *grads):
+        (vectors,) = ctx.saved_tensors
+        metric = ctx.metric
+        grad_vectors = None
+        radial = None if metric == "dot" else torch.zeros(vectors.shape[:2], dtype=vectors.dtype, device=vectors.device)
+        for group, grad, similarity, aux in zip(ctx.groups, grads, ctx.saved_similarity, ctx.saved_aux, strict=True):
+            if metric == "dot":
+                along, toward = grad, None
+            elif metric == "cosine":
+                along, toward = grad * aux, -grad * similarity * aux * aux
+            else:
+                along = grad / aux
+                toward = -along
+            term = along.unsqueeze(-1) * group.query  # (terms × P × D)
+            if group.object_index is None:  # the first group has one row per object, in order
+                grad_vectors = term
+                if toward is not None:
+                    radial += toward
+            else:
+                if grad_vectors.is_cuda:
+                    grad_vectors.index_put_((group.object_index,), term, accumulate=True)
+                    if toward is not None:
+                        radial.index_put_((group.object_index,), toward, accumulate=True)
+                else:
+                    grad_vectors.index_add_(0, group.object_index, term)
+                    if toward is not None:
+                        radial.index_add_(0, group.object_index, toward)
+        if radial is not None:
+            grad_vectors.addcmul_(vectors, radial.unsqueeze(-1))
+        return grad_vectors, None, None
 
 
 def _train(
-    starts: list[np.ndarray],
-    originals: list[np.ndarray],
-    queries: list[np.ndarray],
+    start_all: np.ndarray,
+    original_all: np.ndarray,
+    mask_all: np.ndarray,
+    queries: np.ndarray,
     sessions: list[SessionExample],
     failed: dict[int, str],
     params: AdjusterParams,
@@ -357,37 +443,53 @@ def _train(
 ) -> _Outcome:
     torch.manual_seed(params.seed)
     used = [si for si in range(len(sessions)) if si not in failed and (sessions[si].clicked or sessions[si].negatives)]
-    touched: list[int] = []
-    local_of: dict[int, int] = {}
-    for si in used:
-        for o in (*sessions[si].clicked, *sessions[si].negatives):
-            o = int(o)
-            if o not in local_of:
-                local_of[o] = len(touched)
-                touched.append(o)
     metrics = {"loss_before": 0.0, "loss_after": 0.0, "clicked_pairs": 0, "negative_pairs": 0}
     for kind in ("clicked", "negative"):
         for when in ("before", "after", "change"):
             metrics[f"{kind}_similarity_{when}"] = 0.0
-    if not touched:
-        dim = starts[0].shape[1] if starts else 0
-        return _Outcome([], np.zeros((0, 1, dim), np.float32), np.zeros(0), metrics, set())
+    if not used:
+        empty = np.zeros(0, dtype=bool)
+        return _Outcome(np.zeros(0, np.int64), start_all[:0], empty, np.zeros(0), metrics, set())
 
-    start, original, part_mask = _pad_objects([starts[o] for o in touched], [originals[o] for o in touched])
-    buckets = _build_buckets(sessions, used, queries, local_of, params, device)
+    object_of, session_row, coefficient, clicked = _flatten_terms(sessions, used, params)
+    touched, first_term, local = np.unique(object_of, return_index=True, return_inverse=True)
+    later = np.ones(len(object_of), dtype=bool)
+    later[first_term] = False
 
-    original_t = torch.from_numpy(original).to(device)
-    mask_t = torch.from_numpy(part_mask).to(device)
+    query_t = torch.from_numpy(queries[used]).to(device)
+    if params.metric == "cosine":
+        query_t = query_t / query_t.norm(dim=-1, keepdim=True).clamp_min(_NORM_EPS)
+    groups = [
+        _make_terms(
+            rows,
+            None if index is None else local[rows],
+            query_t,
+            session_row,
+            coefficient,
+            clicked,
+            device,
+            euclid=params.metric == "euclid",
+        )
+        for rows, index in ((first_term, None), (np.flatnonzero(later), True))
+    ]
+    if groups[1].coefficient.numel() == 0:
+        groups.pop()
+
+    all_touched = len(touched) == len(start_all)  # touched is sorted, so then it is 0..n-1
+    start_np = start_all if all_touched else start_all[touched]
+    original_t = torch.from_numpy(original_all if all_touched else original_all[touched]).to(device)
+    mask_t = torch.from_numpy(mask_all if all_touched else mask_all[touched]).to(device)
+    start_t = torch.from_numpy(start_np).to(device)
     original_norm = original_t.norm(dim=-1)
-    vectors = torch.from_numpy(start).to(device).requires_grad_(True)
+    vectors = start_t.clone().requires_grad_(True)
     optimizer = torch.optim.AdamW([vectors], lr=params.lr, weight_decay=params.weight_decay, fused=True)
-    pad_mask = None if part_mask.all() else mask_t
+    pad_mask = None if bool(mask_t.all()) else mask_t
 
     with torch.no_grad():
-        loss_before, similarity_before = _loss(vectors, buckets, pad_mask, params)
+        loss_before, similarity_before = _loss(vectors, groups, pad_mask, params)
     for _ in range(params.iterations):
         optimizer.zero_grad()
-        loss, _ = _loss(vectors, buckets, pad_mask, params)
+        loss, _ = _loss(vectors, groups, pad_mask, params)
         loss.backward()
         optimizer.step()
         with torch.no_grad():
@@ -396,157 +498,122 @@ def _train(
     with torch.no_grad():
         final = vectors.detach()
         if pad_mask is not None:
-            final = final * mask_t.unsqueeze(-1)  # padded parts stay exactly zero anyway; make it explicit
-        loss_after, similarity_after = _loss(final, buckets, pad_mask, params)
-        drift = _cosine_distance(final, original_t).masked_fill(~mask_t, 0.0).amax(dim=1)
-        finite_objects = torch.isfinite(final).flatten(1).all(dim=1)
-
-    if not bool(finite_objects.all()):
-        bad = ~finite_objects
-        bad_sessions: set[int] = set()
-        for bucket in buckets:
-            hit = bad[bucket.object_index].view_as(bucket.coefficient) & (bucket.clicked | bucket.negative)
-            bad_sessions.update(bucket.session_index[hit.any(dim=1).cpu().numpy()].tolist())
-        return _Outcome(touched, np.empty(0), np.empty(0), {}, bad_sessions)
+            final = final * mask_t.unsqueeze(-1)  # padded parts get no gradient; this only makes it explicit
+        final_norm = final.norm(dim=-1)  # NaN or inf anywhere in a part makes its norm non-finite
+        finite_objects = torch.isfinite(final_norm).all(dim=1)
+        if not bool(finite_objects.all()):
+            bad_terms = ~finite_objects.cpu().numpy()[local]
+            bad_sessions = {used[row] for row in np.unique(session_row[bad_terms])}
+            return _Outcome(touched, start_np, np.zeros(0, dtype=bool), np.zeros(0), {}, bad_sessions)
+        loss_after, similarity_after = _loss(final, groups, pad_mask, params)
+        cosine = _row_dots(final, original_t) / (final_norm * original_norm).clamp_min(_NORM_EPS)
+        drift = (1.0 - cosine).masked_fill(~mask_t, 0.0).amax(dim=1)
+        changed = ((final - start_t).norm(dim=-1) > params.changed_epsilon).any(dim=1)
 
     metrics["loss_before"] = float(loss_before)
     metrics["loss_after"] = float(loss_after)
-    for kind in ("clicked", "negative"):
-        rows = [getattr(b, kind) for b in buckets]
-        count = int(sum(int(r.sum()) for r in rows))
+    for kind, flag in (("clicked", True), ("negative", False)):
+        selections = [group.clicked if flag else ~group.clicked for group in groups]
+        count = sum(int(s.sum()) for s in selections)
         metrics[f"{kind}_pairs"] = count
         if count:
-            before = float(sum(float(s[r].sum()) for s, r in zip(similarity_before, rows, strict=True)) / count)
-            after = float(sum(float(s[r].sum()) for s, r in zip(similarity_after, rows, strict=True)) / count)
+            before = sum(float(v[s].sum()) for v, s in zip(similarity_before, selections, strict=True)) / count
+            after = sum(float(v[s].sum()) for v, s in zip(similarity_after, selections, strict=True)) / count
             metrics[f"{kind}_similarity_before"] = before
             metrics[f"{kind}_similarity_after"] = after
             metrics[f"{kind}_similarity_change"] = after - before
-    return _Outcome(touched, final.cpu().numpy(), drift.cpu().numpy(), metrics, set())
+    return _Outcome(
+        touched, final.cpu().numpy(), changed.cpu().numpy(), drift.cpu().numpy().astype(np.float64), metrics, set()
+    )
 
 
-def _pad_objects(starts: list[np.ndarray], originals: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Stack ragged (parts × D) arrays into (objects × P × D) with a (objects × P) mask of real parts."""
-    counts = np.fromiter((s.shape[0] for s in starts), dtype=np.int64, count=len(starts))
-    width = int(counts.max())
-    if (counts == width).all():  # the common case (one part each): no copying loop
-        return np.stack(starts), np.stack(originals), np.ones((len(starts), width), dtype=bool)
-    dim = starts[0].shape[1]
-    start = np.zeros((len(starts), width, dim), dtype=np.float32)
-    original = np.zeros_like(start)
-    for i, (s, o) in enumerate(zip(starts, originals, strict=True)):
-        start[i, : s.shape[0]] = s
-        original[i, : o.shape[0]] = o
-    mask = np.arange(width)[None, :] < counts[:, None]
-    return start, original, mask
-
-
-def _slot_count(n: int, distinct: int) -> int:
-    """Sessions are grouped by their number of terms; with many different sizes, by the next power of two."""
-    return n if distinct <= 12 else 1 << (n - 1).bit_length()
-
-
-def _build_buckets(
-    sessions: list[SessionExample],
-    used: list[int],
-    queries: list[np.ndarray],
-    local_of: dict[int, int],
-    params: AdjusterParams,
-    device: torch.device,
-) -> list[_Bucket]:
-    """Group the sessions into (sessions × slots) layouts with one loss coefficient per slot."""
+def _flatten_terms(
+    sessions: list[SessionExample], used: list[int], params: AdjusterParams
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """One row per (session, object) term: global object, session row (into ``used``), coefficient, clicked."""
     eta = params.position_bias_eta
     per_session = 1.0 / len(used)
-    sizes = {si: len(sessions[si].clicked) + len(sessions[si].negatives) for si in used}
-    distinct = len(set(sizes.values()))
-    groups: dict[int, list[int]] = {}
-    for si in used:
-        groups.setdefault(_slot_count(sizes[si], distinct), []).append(si)
+    object_of: list[int] = []
+    session_row: list[int] = []
+    coefficient: list[float] = []
+    clicked: list[bool] = []
+    for row, si in enumerate(used):
+        session = sessions[si]
+        for members, weights, positions, sign, is_clicked in (
+            (session.clicked, session.clicked_weights, session.clicked_positions, -1.0, True),
+            (session.negatives, None, session.negative_positions, 1.0, False),
+        ):
+            if not members:
+                continue
+            scale = sign * per_session / len(members)
+            object_of.extend(int(o) for o in members)
+            session_row.extend([row] * len(members))
+            clicked.extend([is_clicked] * len(members))
+            if weights is None and (eta == 0 or positions is None):
+                coefficient.extend([scale] * len(members))
+                continue
+            for k in range(len(members)):
+                weight = 1.0 if weights is None else float(weights[k])
+                if eta > 0 and positions is not None:
+                    weight *= (int(positions[k]) + 1) ** eta
+                coefficient.append(scale * weight)
+    return (
+        np.asarray(object_of, dtype=np.int64),
+        np.asarray(session_row, dtype=np.int64),
+        np.asarray(coefficient, dtype=np.float32),
+        np.asarray(clicked, dtype=bool),
+    )
 
-    buckets = []
-    for slots, members in sorted(groups.items()):
-        object_index = np.zeros((len(members), slots), dtype=np.int64)
-        coefficient = np.zeros((len(members), slots), dtype=np.float32)
-        kind = np.zeros((len(members), slots), dtype=np.int8)  # 0 padding, 1 clicked, 2 negative
-        for row, si in enumerate(members):
-            session = sessions[si]
-            slot = 0
-            for objects, weights, positions, sign, label in (
-                (session.clicked, session.clicked_weights, session.clicked_positions, -1.0, 1),
-                (session.negatives, None, session.negative_positions, 1.0, 2),
-            ):
-                if not objects:
-                    continue
-                scale = sign * per_session / len(objects)
-                for k, o in enumerate(objects):
-                    weight = 1.0 if weights is None else float(weights[k])
-                    if eta > 0 and positions is not None:
-                        weight *= (int(positions[k]) + 1) ** eta
-                    object_index[row, slot] = local_of[int(o)]
-                    coefficient[row, slot] = scale * weight
-                    kind[row, slot] = label
-                    slot += 1
-        query = torch.from_numpy(np.stack([queries[si] for si in members])).to(device)
-        if params.metric == "cosine":
-            query = query / query.norm(dim=-1, keepdim=True).clamp_min(_NORM_EPS)
-        kind_t = torch.from_numpy(kind).to(device)
-        buckets.append(
-            _Bucket(
-                object_index=torch.from_numpy(object_index.reshape(-1)).to(device),
-                query=query.unsqueeze(-1).contiguous(),
-                query_sq_norm=(query * query).sum(dim=-1).view(-1, 1, 1),
-                coefficient=torch.from_numpy(coefficient).to(device),
-                clicked=kind_t == 1,
-                negative=kind_t == 2,
-                session_index=np.asarray(members, dtype=np.int64),
-            )
-        )
-    return buckets
+
+def _make_terms(
+    rows: np.ndarray,
+    object_index: np.ndarray | None,
+    queries: torch.Tensor,
+    session_row: np.ndarray,
+    coefficient: np.ndarray,
+    clicked: np.ndarray,
+    device: torch.device,
+    euclid: bool,
+) -> _Terms:
+    query = queries.index_select(0, torch.from_numpy(session_row[rows]).to(device))
+    return _Terms(
+        object_index=None if object_index is None else torch.from_numpy(object_index).to(device),
+        query=query.unsqueeze(1),
+        query_sq_norm=(query * query).sum(dim=-1, keepdim=True) if euclid else None,
+        coefficient=torch.from_numpy(coefficient[rows]).to(device),
+        clicked=torch.from_numpy(clicked[rows]).to(device),
+        session_row=session_row[rows],
+    )
 
 
 def _loss(
-    vectors: torch.Tensor, buckets: list[_Bucket], part_mask: torch.Tensor | None, params: AdjusterParams
+    vectors: torch.Tensor, groups: list[_Terms], part_mask: torch.Tensor | None, params: AdjusterParams
 ) -> tuple[torch.Tensor, list[torch.Tensor]]:
-    """The batch loss and, per bucket, every slot's object similarity S(q, o): (sessions × slots)."""
-    parts, dim = vectors.shape[1], vectors.shape[2]
-    if params.metric == "cosine":
-        row_scale = 1.0 / vectors.norm(dim=-1).clamp_min(_NORM_EPS)  # (objects × P)
-    elif params.metric == "euclid":
-        row_scale = (vectors * vectors).sum(dim=-1)  # ‖v‖²
+    """The batch loss and, per group of terms, every term's object similarity S(q, o)."""
+    part_similarities = _PartSimilarity.apply(vectors, groups, params.metric)
     total = vectors.new_zeros(())
     similarities = []
-    for bucket in buckets:
-        n_sessions, slots = bucket.coefficient.shape
-        gathered = _GatherRows.apply(vectors, bucket.object_index)  # (sessions·slots × P × D)
-        dots = torch.bmm(gathered.view(n_sessions, slots * parts, dim), bucket.query)
-        dots = dots.view(n_sessions, slots, parts)
-        if params.metric == "dot":
-            part_similarity = dots
+    for group, part_similarity in zip(groups, part_similarities, strict=True):
+        if part_similarity.shape[1] == 1:
+            similarity = part_similarity[:, 0]
         else:
-            scale = _GatherRows.apply(row_scale, bucket.object_index).view(n_sessions, slots, parts)
-            if params.metric == "cosine":
-                part_similarity = dots * scale
-            else:  # -‖q - p‖ from ‖q‖² - 2 q·p + ‖p‖²: no (slots × D) difference tensor needed
-                part_similarity = -(bucket.query_sq_norm - 2.0 * dots + scale).clamp_min(_NORM_EPS).sqrt()
-        if parts == 1:
-            similarity = part_similarity[..., 0]
-        elif part_mask is None:
-            weights = torch.softmax(part_similarity / params.softmin_temperature, dim=-1)
-            similarity = (weights * part_similarity).sum(dim=-1)
-        else:
-            mask = part_mask[bucket.object_index].view(n_sessions, slots, parts)
-            # Padded parts: weight exactly 0 and a constant similarity, so no gradient reaches them.
-            logits = (part_similarity / params.softmin_temperature).masked_fill(~mask, float("-inf"))
-            weights = torch.softmax(logits, dim=-1)
-            similarity = (weights * part_similarity.masked_fill(~mask, 0.0)).sum(dim=-1)
-        total = total + (bucket.coefficient * similarity**3).sum()
+            mask = None
+            if part_mask is not None:
+                mask = part_mask if group.object_index is None else part_mask[group.object_index]
+            logits = part_similarity / params.softmin_temperature
+            if mask is not None:
+                # Padded parts: weight exactly 0 and a constant similarity, so no gradient reaches them.
+                logits = logits.masked_fill(~mask, float("-inf"))
+                part_similarity = part_similarity.masked_fill(~mask, 0.0)
+            similarity = (torch.softmax(logits, dim=-1) * part_similarity).sum(dim=-1)
+        total = total + (group.coefficient * similarity**3).sum()
         similarities.append(similarity)
     return total, similarities
 
 
-def _cosine_distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    a_unit = a / a.norm(dim=-1, keepdim=True).clamp_min(_NORM_EPS)
-    b_unit = b / b.norm(dim=-1, keepdim=True).clamp_min(_NORM_EPS)
-    return 1.0 - (a_unit * b_unit).sum(dim=-1)
+def _row_dots(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Part-wise dot products of two (objects × P × D) tensors: (objects × P), one fast batched product."""
+    return torch.bmm(a.flatten(0, 1).unsqueeze(1), b.flatten(0, 1).unsqueeze(2)).view(a.shape[:2])
 
 
 def _apply_rails(
@@ -562,7 +629,7 @@ def _apply_rails(
         return
     norm = vectors.norm(dim=-1)  # (objects × P)
     if params.max_drift is not None:
-        along = torch.linalg.vecdot(vectors, original)  # v·o, before any rescaling (cosine is scale-free)
+        along = _row_dots(vectors, original)  # v·o, before any rescaling (cosine is scale-free)
         cosine = along / (norm * original_norm).clamp_min(_NORM_EPS)
         over = (cosine < 1.0 - params.max_drift) & part_mask & (original_norm > _NORM_EPS)
     if renormalize:
