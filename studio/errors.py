@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.core.exceptions import PermissionDenied
-from django.db import DatabaseError, InterfaceError, OperationalError
+from django.core.exceptions import PermissionDenied, RequestDataTooBig, SuspiciousOperation
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.db import DataError, IntegrityError, InterfaceError, OperationalError
 from django.http import Http404, JsonResponse
 from rest_framework import exceptions, status
 from rest_framework.response import Response
@@ -50,7 +51,13 @@ def _first_message(fields: dict) -> str:
 
 
 def api_exception_handler(exc: Exception, context: dict) -> Response | None:
-    """DRF exception handler producing the studio error shape."""
+    """DRF exception handler producing the studio error shape.
+
+    Handles every DRF ``APIException`` (400 parse/validation, 401, 403, 404, 405, 406, 413 via
+    ``ApiError``, 415, 429 with ``Retry-After``), Django's 404/403/validation/oversize errors,
+    database outages (503) and constraint races (409). Anything else is left to
+    ``ApiErrorMiddleware``, which logs it and answers a JSON 500.
+    """
     if isinstance(exc, ApiError):
         return Response(error_body(exc.error_code, exc.message, exc.fields), status=exc.status_code)
     if isinstance(exc, (OperationalError, InterfaceError)):
@@ -59,8 +66,20 @@ def api_exception_handler(exc: Exception, context: dict) -> Response | None:
             status=status.HTTP_503_SERVICE_UNAVAILABLE,
             headers={"Retry-After": "5"},
         )
-    if isinstance(exc, DatabaseError):
-        return Response(error_body("database_error", "The request could not be stored."), status=400)
+    if isinstance(exc, IntegrityError):  # a concurrent request wrote the same row first
+        return Response(error_body("conflict", "A concurrent change conflicted; retry."), status=409)
+    if isinstance(exc, DataError):
+        return Response(error_body("invalid", "A value is out of range for the database."), status=400)
+    if isinstance(exc, RecursionError):  # JSON nested deeper than the parser recurses
+        return Response(error_body("parse_error", "JSON parse error - nested too deeply."), status=400)
+    if isinstance(exc, RequestDataTooBig):
+        return Response(error_body("payload_too_large", "The request body is too large."), status=413)
+    if isinstance(exc, DjangoValidationError):
+        messages = exc.message_dict if hasattr(exc, "error_dict") else {"non_field_errors": exc.messages}
+        fields = {name: [str(m) for m in value] for name, value in messages.items()}
+        return Response(error_body("invalid", _first_message(fields), fields), status=400)
+    if isinstance(exc, SuspiciousOperation):
+        return Response(error_body("bad_request", "The request was refused as malformed."), status=400)
     if isinstance(exc, Http404):
         exc = exceptions.NotFound()
     elif isinstance(exc, PermissionDenied):

@@ -48,12 +48,18 @@ def check_workers() -> dict:
     return {"ok": bool(workers), "workers": workers}
 
 
+PENDING_COUNT_CAP = 100_000
+
+
 def pending_sessions() -> int | None:
-    """Sessions waiting for improvement (a partial-index scan)."""
+    """Sessions waiting for improvement, counted up to ``PENDING_COUNT_CAP`` + 1 (so a backlog of
+    millions costs health no more than a bounded partial-index scan); None if it cannot be read."""
     try:
         with connection.cursor() as cursor:
             cursor.execute(
-                "SELECT count(*) FROM clickstream_session WHERE improvement_status = 'pending' AND user_id IS NOT NULL"
+                "SELECT count(*) FROM (SELECT 1 FROM clickstream_session "
+                "WHERE improvement_status = 'pending' AND user_id IS NOT NULL LIMIT %s) AS pending",
+                [PENDING_COUNT_CAP + 1],
             )
             return int(cursor.fetchone()[0])
     except Exception:  # noqa: BLE001
@@ -65,12 +71,14 @@ def health_report() -> tuple[bool, dict]:
     database = check_database()
     broker = check_broker()
     workers = check_workers()
+    pending = pending_sessions() if database["ok"] else None
     report = {
         "status": "ok" if database["ok"] and broker["ok"] else "degraded",
         "database": database,
         "broker": broker,
         "workers": workers,
-        "pending_sessions": pending_sessions() if database["ok"] else None,
+        "pending_sessions": min(pending, PENDING_COUNT_CAP) if pending is not None else None,
+        "pending_sessions_capped": pending is not None and pending > PENDING_COUNT_CAP,
         "metric": settings.STUDIO_METRIC,
         "embedding_dim": settings.STUDIO_EMBEDDING_DIM,
     }

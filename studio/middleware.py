@@ -11,6 +11,14 @@ from studio.errors import json_error
 
 logger = logging.getLogger(__name__)
 
+_HTML_ERRORS = {
+    400: ("bad_request", "The request was refused as malformed."),
+    403: ("forbidden", "Forbidden."),
+    404: ("not_found", "No such API endpoint."),
+    405: ("method_not_allowed", "Method not allowed."),
+    500: ("internal_error", "Internal error."),
+}
+
 
 class ApiErrorMiddleware:
     """For ``/api/`` paths: refuse bodies over ``STUDIO_MAX_BODY_BYTES`` before reading them,
@@ -31,7 +39,16 @@ class ApiErrorMiddleware:
                     f"Request body is {length} bytes; the limit is {settings.STUDIO_MAX_BODY_BYTES}.",
                     413,
                 )
-        return self.get_response(request)
+        response = self.get_response(request)
+        if (
+            request.path.startswith("/api/")
+            and response.status_code >= 400
+            and response.get("Content-Type", "").startswith("text/html")
+        ):
+            # Django's own pages (unknown URL, CSRF failure, bad Host) are HTML: API clients get JSON.
+            code, message = _HTML_ERRORS.get(response.status_code, ("error", "The request failed."))
+            return json_error(code, message, response.status_code)
+        return response
 
     def process_exception(self, request, exception):
         """Turn what escaped the views into JSON for API clients."""

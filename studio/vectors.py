@@ -2,28 +2,60 @@
 
 from __future__ import annotations
 
-import math
+import numbers
 
+import numpy as np
 from django.conf import settings
+
+# pgvector stores float4: a finite double beyond this would fail in the database, not here.
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+_PLAIN_NUMBER_TYPES = frozenset({float, int})
 
 
 class InvalidVector(ValueError):
-    """A vector of the wrong dimension, or with NaN/Inf or non-numeric entries."""
+    """A vector of the wrong dimension, or with NaN/Inf, out-of-range or non-numeric entries."""
+
+
+def _is_number(item: object) -> bool:
+    return isinstance(item, numbers.Real) and not isinstance(item, (bool, np.bool_))
+
+
+def _checked(value: object, dim: int | None) -> np.ndarray:
+    """``value`` as a float64 array of shape (dim,); checks in bulk (one numpy pass) rather than
+    per float, as bulk loads validate millions of numbers."""
+    dim = dim or settings.STUDIO_EMBEDDING_DIM
+    if isinstance(value, np.ndarray):
+        if value.ndim != 1:
+            raise InvalidVector("must be a flat list of numbers")
+        if value.dtype.kind not in "fiu":
+            raise InvalidVector("must contain only numbers")
+        items = value
+    elif isinstance(value, (list, tuple)):
+        items = value
+    else:
+        raise InvalidVector("must be a list of numbers")
+    if len(items) != dim:
+        raise InvalidVector(f"must have {dim} dimensions, got {len(items)}")
+    # JSON numbers arrive as plain float/int: a set of their types settles them at C speed.
+    plain = isinstance(items, np.ndarray) or {type(item) for item in items} <= _PLAIN_NUMBER_TYPES
+    if not plain and not all(_is_number(item) for item in items):
+        raise InvalidVector("must contain only numbers")
+    try:
+        array = np.asarray(items, dtype=np.float64)
+    except (OverflowError, ValueError, TypeError) as exc:  # an int too large for a double, say
+        raise InvalidVector("must contain only finite numbers within the 32-bit float range") from exc
+    if not np.isfinite(array).all():
+        raise InvalidVector("must not contain NaN or Infinity")
+    if np.abs(array).max() > FLOAT32_MAX:
+        raise InvalidVector(f"must contain only numbers within ±{FLOAT32_MAX:.4g} (32-bit floats)")
+    return array
+
+
+def validate_vector_array(value: object, *, dim: int | None = None) -> np.ndarray:
+    """Return ``value`` as a float32 array of shape (dim,), or raise InvalidVector naming what is wrong."""
+    return _checked(value, dim).astype(np.float32)
 
 
 def validate_vector(value: object, *, dim: int | None = None) -> list[float]:
     """Return ``value`` as a list of floats, or raise InvalidVector naming what is wrong."""
-    dim = dim or settings.STUDIO_EMBEDDING_DIM
-    if not isinstance(value, (list, tuple)):
-        raise InvalidVector("must be a list of numbers")
-    if len(value) != dim:
-        raise InvalidVector(f"must have {dim} dimensions, got {len(value)}")
-    out = []
-    for item in value:
-        if isinstance(item, bool) or not isinstance(item, (int, float)):
-            raise InvalidVector("must contain only numbers")
-        number = float(item)
-        if not math.isfinite(number):
-            raise InvalidVector("must not contain NaN or Infinity")
-        out.append(number)
-    return out
+    return _checked(value, dim).tolist()

@@ -16,92 +16,134 @@ from studio import services
 from studio.models import ObjectPart
 from studio.validation import parse_object_item
 
+MAX_REPORTED_ERRORS = 20
 
-def read_items(path: Path) -> Iterator[dict]:
-    """Raw items of a ``.jsonl`` / ``.csv`` file (CSV: ``object_id``, ``text`` or ``vector`` as JSON,
-    ``payload`` as JSON; other columns go into the payload)."""
-    opener = sys.stdin if str(path) == "-" else path.open(encoding="utf-8", newline="")
-    with opener as handle:
+
+class BadLine(Exception):
+    """A line of the input that is not an object at all (bad JSON, bad CSV cell)."""
+
+
+def _csv_item(row: dict) -> dict:
+    """A CSV row as an API item: ``object_id``; ``text``, or ``vector`` / ``vectors`` as JSON;
+    ``payload`` as a JSON object; any other column goes into the payload."""
+    row = dict(row)
+    if None in row:
+        raise BadLine("more cells than header columns")
+    item: dict = {"object_id": row.pop("object_id", None)}
+    payload_cell = row.pop("payload", None)
+    try:
+        payload = json.loads(payload_cell) if payload_cell else {}
+    except json.JSONDecodeError as exc:
+        raise BadLine(f"payload is not JSON: {exc}") from exc
+    if not isinstance(payload, dict):
+        raise BadLine("payload must be a JSON object")
+    for name in ("vector", "vectors"):
+        cell = row.pop(name, None)
+        if cell:
+            try:
+                item[name] = json.loads(cell)
+            except json.JSONDecodeError as exc:
+                raise BadLine(f"{name} is not JSON: {exc}") from exc
+    text = row.pop("text", None)
+    if text:
+        item["text"] = text
+    payload.update({key: value for key, value in row.items() if key})
+    item["payload"] = payload
+    return item
+
+
+def read_items(path: Path) -> Iterator[tuple[int, dict | BadLine]]:
+    """``(line number, raw item or BadLine)`` for each record of a ``.jsonl`` or ``.csv`` file (``-``: stdin)."""
+    handle = sys.stdin if str(path) == "-" else path.open(encoding="utf-8", newline="")
+    try:
         if path.suffix.lower() == ".csv":
-            for row in csv.DictReader(handle):
-                item: dict = {"object_id": row.pop("object_id", None)}
-                payload = json.loads(row.pop("payload")) if row.get("payload") else {}
-                for name in ("vector", "vectors"):
-                    if row.get(name):
-                        item[name] = json.loads(row.pop(name))
-                    row.pop(name, None)
-                if row.get("text"):
-                    item["text"] = row.pop("text")
-                row.pop("text", None)
-                payload.update({k: v for k, v in row.items() if k})
-                item["payload"] = payload
-                yield item
+            reader = csv.DictReader(handle)
+            for row in reader:
+                try:
+                    yield reader.line_num, _csv_item(row)
+                except BadLine as exc:
+                    yield reader.line_num, exc
         else:
             for number, line in enumerate(handle, 1):
-                if line.strip():
-                    try:
-                        yield json.loads(line)
-                    except json.JSONDecodeError as exc:
-                        yield {"__error__": f"line {number}: {exc}"}
+                if not line.strip():
+                    continue
+                try:
+                    yield number, json.loads(line)
+                except (ValueError, RecursionError) as exc:
+                    yield number, BadLine(f"not JSON: {exc}")
+    finally:
+        if handle is not sys.stdin:
+            handle.close()
 
 
 class Command(BaseCommand):
-    help = "Load objects from a JSONL or CSV file via COPY, with a progress bar; rebuilds the HNSW index after."
+    help = (
+        "Load objects from a JSONL or CSV file (one object per line, as in POST /api/v1/objects) via COPY, "
+        "with a progress bar; drops the HNSW index first and builds it once afterwards."
+    )
 
     def add_arguments(self, parser):
-        parser.add_argument("file", type=Path)
-        parser.add_argument("--batch-size", type=int, default=2000)
+        parser.add_argument("file", type=Path, help="a .jsonl or .csv file, or - for JSONL on stdin")
+        parser.add_argument("--batch-size", type=int, default=2000, help="objects per COPY transaction")
         parser.add_argument(
             "--keep-index",
             action="store_true",
             help="Keep the HNSW index during the load (for small additions to a large catalogue).",
         )
         parser.add_argument("--index-workers", type=int, default=None, help="Parallel workers for the index build.")
+        parser.add_argument(
+            "--maintenance-work-mem", default="1GB", help="Memory for the index build (PostgreSQL units)."
+        )
 
-    def handle(self, *args, file: Path, batch_size: int, keep_index: bool, index_workers: int | None, **options):
-        if str(file) != "-" and not file.exists():
+    def handle(self, *args, file: Path, batch_size: int, keep_index: bool, **options):
+        if str(file) != "-" and not file.is_file():
             raise CommandError(f"{file} does not exist")
+        if batch_size < 1:
+            raise CommandError("--batch-size must be at least 1")
         started = time.perf_counter()
-        # Building an HNSW index once after the load is many times faster than maintaining it row by row.
-        rebuild = not keep_index
-        if rebuild:
-            services.drop_hnsw_index()
         errors: list[str] = []
-        progress = tqdm(unit="obj", desc="loading", disable=options.get("verbosity", 1) == 0)
+        progress = tqdm(unit="obj", desc="loading", disable=options.get("verbosity", 1) == 0, file=sys.stderr)
+
+        def resolved(items: list[services.ObjectInput]):
+            for item, parts in zip(items, services.build_parts(items), strict=True):
+                yield item.object_id, item.payload, item.text, [v for v, _ in parts], [avg for _, avg in parts]
 
         def rows():
             pending: list[services.ObjectInput] = []
-            for index, raw in enumerate(read_items(file)):
-                if "__error__" in raw:
-                    errors.append(raw["__error__"])
+            for number, raw in read_items(file):
+                if isinstance(raw, BadLine):
+                    errors.append(f"line {number}: {raw}")
                     continue
-                parsed = parse_object_item(raw, index)
+                parsed = parse_object_item(raw, number)
                 if isinstance(parsed, services.ItemError):
-                    errors.append(f"item {index} ({parsed.object_id}): {parsed.message}")
+                    errors.append(f"line {number} ({parsed.object_id}): {parsed.message}")
                     continue
                 pending.append(parsed)
                 if len(pending) >= batch_size:
-                    yield from _resolve(pending)
+                    yield from resolved(pending)
                     pending = []
-            yield from _resolve(pending)
+            yield from resolved(pending)
 
-        def _resolve(items):
-            for item, parts in zip(items, services.build_parts(items), strict=True):
-                yield item.object_id, item.payload, item.text, [vector for vector, _avg in parts]
-
+        # Building an HNSW index once after the load is many times faster than maintaining it row by row.
+        if not keep_index:
+            services.drop_hnsw_index()
         try:
             loaded = services.copy_objects(rows=rows(), batch_size=batch_size, on_batch=progress.update)
         finally:
             progress.close()
-            if rebuild:
-                index_started = time.perf_counter()
+            load_seconds = time.perf_counter() - started
+            if not keep_index:
                 self.stdout.write("building the HNSW index …")
-                services.create_hnsw_index(workers=index_workers)
-                self.stdout.write(f"index built in {time.perf_counter() - index_started:.1f}s")
-        for line in errors[:20]:
+                index_started = time.perf_counter()
+                services.create_hnsw_index(
+                    maintenance_work_mem=options["maintenance_work_mem"], workers=options["index_workers"]
+                )
+                self.stdout.write(f"index built in {time.perf_counter() - index_started:.3f}s")
+        for line in errors[:MAX_REPORTED_ERRORS]:
             self.stderr.write(f"skipped {line}")
-        if len(errors) > 20:
-            self.stderr.write(f"… and {len(errors) - 20} more skipped")
+        if len(errors) > MAX_REPORTED_ERRORS:
+            self.stderr.write(f"… and {len(errors) - MAX_REPORTED_ERRORS} more skipped")
+        self.stdout.write(f"loaded in {load_seconds:.3f}s")
         self.stdout.write(
             f"Loaded {loaded} objects ({ObjectPart.objects.count()} parts in the catalogue), "
             f"skipped {len(errors)}, in {time.perf_counter() - started:.1f}s."
