@@ -500,3 +500,67 @@ def test_property_rails_hold_with_a_large_learning_rate(batch, metric):
             assert 1 - cosine(new[p], o.original[p]) <= 0.05 + 1e-5
             if metric == "cosine":
                 assert np.linalg.norm(new[p]) == pytest.approx(np.linalg.norm(o.original[p]), rel=1e-5)
+
+
+# --- the hand-written backward against autograd's numerical check -------------------------------------
+
+
+@pytest.mark.parametrize("metric", ["cosine", "dot", "euclid"])
+@pytest.mark.parametrize("padded", [False, True])
+def test_hand_written_gradient_matches_finite_differences(metric, padded):
+    import torch
+
+    from improvement.adjuster import _loss, _Terms
+
+    rng = np.random.default_rng(11)
+    n, parts, d = 4, 2, 3
+    vectors = torch.tensor(rng.normal(size=(n, parts, d)), dtype=torch.float64)
+    mask = torch.ones(n, parts, dtype=torch.bool)
+    if padded:
+        mask[1, 1] = mask[3, 1] = False
+        vectors[~mask] = 0.0
+    vectors.requires_grad_(True)
+
+    def terms(object_index, count):
+        query = torch.tensor(rng.normal(size=(count, 1, d)), dtype=torch.float64)
+        if metric == "cosine":
+            query = query / query.norm(dim=-1, keepdim=True)
+        return _Terms(
+            object_index=object_index,
+            query=query,
+            query_sq_norm=(query[:, 0] * query[:, 0]).sum(dim=-1, keepdim=True),
+            coefficient=torch.tensor(rng.normal(size=count), dtype=torch.float64),
+            clicked=torch.ones(count, dtype=torch.bool),
+            session_row=np.zeros(count, dtype=np.int64),
+        )
+
+    # First group: one term per object (row i = object i); second: repeated objects 0, 2, 0.
+    groups = [terms(None, n), terms(torch.tensor([0, 2, 0]), 3)]
+    params = AdjusterParams(metric=metric, softmin_temperature=0.5)
+    torch.autograd.gradcheck(
+        lambda v: _loss(v, groups, mask if padded else None, params)[0], (vectors,), eps=1e-6, atol=1e-6
+    )
+    if padded:  # padded parts receive exactly zero gradient
+        vectors.grad = None
+        _loss(vectors, groups, mask, params)[0].backward()
+        assert torch.all(vectors.grad[~mask] == 0)
+
+
+def test_deterministic_on_a_batch_with_many_shared_objects():
+    # Repeated objects go through index_add_ in the backward; two calls must agree bit for bit.
+    rng = np.random.default_rng(2)
+    d, n_objects = 32, 40
+    objects = [obj(*rng.normal(size=(1 + i % 2, d)).tolist()) for i in range(n_objects)]
+    sessions = []
+    for _ in range(300):
+        shown = rng.choice(n_objects, size=6, replace=False).tolist()
+        sessions.append(
+            SessionExample(query=rng.normal(size=d).astype(np.float32), clicked=shown[:1], negatives=shown[1:])
+        )
+    params = AdjusterParams(lr=0.01)
+    first = adjust(objects=objects, sessions=sessions, params=params, dim=d)
+    second = adjust(objects=objects, sessions=sessions, params=params, dim=d)
+    assert all(first.changed)
+    for a, b in zip(first.vectors, second.vectors, strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert first.metrics["loss_after"] == second.metrics["loss_after"]
