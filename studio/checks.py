@@ -120,7 +120,7 @@ def index_messages(*, opclass: str | None, metric: str, table_exists: bool) -> l
     """Whether the HNSW index exists and its operator class matches ``STUDIO_METRIC``."""
     expected = HNSW_OPCLASS[metric]
     rebuild = (
-        f'Rebuild it: `python manage.py shell -c "from django.db import connection; '
+        f'`python manage.py shell -c "from django.db import connection; '
         f"connection.cursor().execute('DROP INDEX IF EXISTS {HNSW_INDEX}'); "
         f'from studio.services import create_hnsw_index; create_hnsw_index()"`'
     )
@@ -131,7 +131,7 @@ def index_messages(*, opclass: str | None, metric: str, table_exists: bool) -> l
             Warning(
                 f"The HNSW index {HNSW_INDEX} on studio_objectpart.vector is missing (an interrupted bulk load?): "
                 "every search scans the whole catalogue.",
-                hint=rebuild + " (or run `manage.py load_objects`, which rebuilds it).",
+                hint=f"Rebuild it: {rebuild} (`manage.py load_objects` rebuilds it too).",
                 id="studio.W001",
             )
         ]
@@ -140,7 +140,7 @@ def index_messages(*, opclass: str | None, metric: str, table_exists: bool) -> l
             Error(
                 f"STUDIO_METRIC={metric} needs the HNSW index to use {expected}, but {HNSW_INDEX} uses {opclass}: "
                 "searches could not use the index and would scan the whole catalogue.",
-                hint=f"Set STUDIO_METRIC back to the metric the index was built for. Or: {rebuild}",
+                hint=f"Set STUDIO_METRIC back to the metric the index was built for, or rebuild the index: {rebuild}",
                 id="studio.E004",
             )
         ]
