@@ -10,4 +10,4 @@ class StudioConfig(AppConfig):
     verbose_name = "Catalogue"
 
     def ready(self) -> None:
-        from studio import heartbeat  # noqa: F401  (connects the worker heartbeat signal)
+        from studio import checks, heartbeat  # noqa: F401  (registers start-up checks, the worker heartbeat)

@@ -110,7 +110,7 @@ def main() -> int:
         env["STUDIO_DEMO_API_KEY"] = demo_key
         bind = env.get("STUDIO_BIND", "127.0.0.1:8000")
         print("\n" + "=" * 72)
-        print(f"studio is starting at http://{bind}/")
+        print(f"studio is starting at http://{bind}/  (demo search page)")
         print(f"  API docs:  http://{bind}/api/v1/docs")
         print(f"  admin:     http://{bind}/admin/  (user admin, password {password})")
         print(f"  API key:   {dev_key}")

@@ -202,6 +202,8 @@ STUDIO_MAX_OBJECTS_PER_REQUEST = env.int("STUDIO_MAX_OBJECTS_PER_REQUEST", defau
 STUDIO_MAX_PARTS_PER_OBJECT = env.int("STUDIO_MAX_PARTS_PER_OBJECT", default=64)
 STUDIO_DROP_PERSONALIZED_ON_UPDATE = env.bool("STUDIO_DROP_PERSONALIZED_ON_UPDATE", default=True)
 STUDIO_DEMO = env.bool("STUDIO_DEMO", default=False)
+STUDIO_DEMO_API_KEY = env.str("STUDIO_DEMO_API_KEY", default="")
+STUDIO_REPORTS_DIR = env.str("STUDIO_REPORTS_DIR", default=str(BASE_DIR / "reports"))
 
 # --- clickstream --------------------------------------------------------------------
 CLICKSTREAM_MAX_PAST = env.int("CLICKSTREAM_MAX_PAST", default=7 * 24 * 3600)
