@@ -8,11 +8,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 import numpy as np
+from django.conf import settings
 from django.db import connection
 from django.db.models import QuerySet
 
 from improvement.models import ImprovementAttempt, ImprovementRun
-from studio.personalization import binary_cursor
+from studio.personalization import binary_cursor, stack_vectors
 
 
 @dataclass
@@ -41,29 +42,33 @@ def batch_inputs(*, session_pks: Sequence[int]) -> BatchInputs:
     with binary_cursor() as cursor:
         cursor.execute(
             "SELECT id, user_id, search_query, query_vector, is_irrelevant FROM clickstream_session "
-            "WHERE id = ANY(%s::bigint[]) ORDER BY id",
+            "WHERE id = ANY(%b::bigint[]) ORDER BY id",
             [pks],
         )
+        rows = cursor.fetchall()
+        given = [row for row in rows if row[3] is not None]
+        stacked = stack_vectors([row[3] for row in given], settings.STUDIO_EMBEDDING_DIM)
+        vectors = {row[0]: vector for row, vector in zip(given, stacked, strict=True)}
         sessions = [
             SessionRow(
                 pk=int(pk),
                 user_id=user_id,
                 search_query=query or "",
-                query_vector=None if vector is None else np.asarray(vector, dtype=np.float32),
+                query_vector=vectors.get(pk),
                 is_irrelevant=bool(irrelevant),
             )
-            for pk, user_id, query, vector, irrelevant in cursor.fetchall()
+            for pk, user_id, query, _vector, irrelevant in rows
         ]
         cursor.execute(
             "SELECT session_id, position, object_id FROM clickstream_shownresult "
-            "WHERE session_id = ANY(%s::bigint[]) ORDER BY session_id, position",
+            "WHERE session_id = ANY(%b::bigint[]) ORDER BY session_id, position",
             [pks],
         )
         shown: dict[int, list[tuple[int, str]]] = defaultdict(list)
         for session_pk, position, object_id in cursor.fetchall():
             shown[session_pk].append((position, object_id))
         cursor.execute(
-            "SELECT session_id, object_id, event_type FROM clickstream_event WHERE session_id = ANY(%s::bigint[])",
+            "SELECT session_id, object_id, event_type FROM clickstream_event WHERE session_id = ANY(%b::bigint[])",
             [pks],
         )
         events: dict[int, list[tuple[str, str]]] = defaultdict(list)

@@ -28,12 +28,13 @@ _vector_oids: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 class _VectorBinaryLoader(Loader):
-    """pgvector binary → float32 numpy array (big-endian view; callers convert in bulk)."""
+    """pgvector binary, kept as raw bytes: ``stack_vectors`` converts a whole result in one numpy call
+    (a numpy call per row costs more than the query)."""
 
     format = Format.BINARY
 
     def load(self, data):
-        return np.frombuffer(data, dtype=">f4", offset=4)
+        return bytes(data)
 
 
 def _raw_connection():
@@ -69,11 +70,21 @@ def binary_cursor():
     return cursor
 
 
-def stack_vectors(arrays: Sequence[np.ndarray], dim: int) -> np.ndarray:
-    """Loaded vectors as one native float32 (n × dim) matrix."""
-    if not arrays:
+def stack_vectors(raw_vectors: Sequence[bytes], dim: int) -> np.ndarray:
+    """Vectors loaded by ``binary_cursor`` as one native float32 (n × dim) matrix.
+
+    Each value is pgvector's binary form: int16 dim, int16 unused, dim big-endian float32; so the
+    joined bytes are an (n × (dim + 1)) big-endian float32 matrix whose first column is the header.
+    """
+    if not raw_vectors:
         return np.zeros((0, dim), dtype=np.float32)
-    return np.asarray(arrays, dtype=np.float32)
+    matrix = np.frombuffer(b"".join(raw_vectors), dtype=">f4").reshape(len(raw_vectors), dim + 1)
+    return matrix[:, 1:].astype(np.float32)
+
+
+def load_vector(raw: bytes | None, dim: int) -> np.ndarray | None:
+    """One vector loaded by ``binary_cursor`` as a float32 array (None stays None)."""
+    return None if raw is None else stack_vectors([raw], dim)[0]
 
 
 @dataclass
@@ -109,7 +120,7 @@ def original_vectors(*, object_ids: Sequence[str]) -> dict[str, StoredVectors]:
         cursor.execute(
             "SELECT o.id, o.object_id, p.is_average, p.vector FROM studio_object o "
             "JOIN studio_objectpart p ON p.object_id = o.id "
-            "WHERE o.object_id = ANY(%s::text[]) ORDER BY o.id, p.index",
+            "WHERE o.object_id = ANY(%b::text[]) ORDER BY o.id, p.index",
             [list(object_ids)],
         )
         rows = cursor.fetchall()
@@ -123,7 +134,7 @@ def user_copy_vectors(*, keys: Sequence[tuple[str, int]]) -> dict[tuple[str, int
     with binary_cursor() as cursor:
         cursor.execute(
             "SELECT po.id, po.user_id, po.original_id, pp.is_average, pp.vector "
-            "FROM unnest(%s::text[], %s::bigint[]) AS k(user_id, original_id) "
+            "FROM unnest(%b::text[], %b::bigint[]) AS k(user_id, original_id) "
             "JOIN studio_personalizedobject po ON po.original_id = k.original_id AND po.user_id = k.user_id "
             "JOIN studio_personalizedpart pp ON pp.personalized_id = po.id "
             "ORDER BY po.id, pp.index",
@@ -139,11 +150,13 @@ def cosine_drifts(*, originals: Sequence[np.ndarray], adjusted: Sequence[np.ndar
     if not originals:
         return np.zeros(0, dtype=np.float64)
     counts = np.fromiter((len(o) for o in originals), dtype=np.int64, count=len(originals))
-    a = np.concatenate(originals).astype(np.float64, copy=False)
-    b = np.concatenate(adjusted).astype(np.float64, copy=False)
-    a = a / np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-12)
-    b = b / np.maximum(np.linalg.norm(b, axis=1, keepdims=True), 1e-12)
-    distances = 1.0 - np.einsum("ij,ij->i", a, b)
+    a = np.concatenate(originals, dtype=np.float32)
+    b = np.concatenate(adjusted, dtype=np.float32)
+    dots = np.einsum("ij,ij->i", a, b, dtype=np.float64)
+    norms = np.sqrt(np.einsum("ij,ij->i", a, a, dtype=np.float64) * np.einsum("ij,ij->i", b, b, dtype=np.float64))
+    distances = 1.0 - dots / np.maximum(norms, 1e-24)
+    if len(distances) == len(originals):  # one part each: nothing to reduce
+        return np.maximum(distances, 0.0)
     starts = np.concatenate(([0], np.cumsum(counts)[:-1]))
     return np.maximum(np.maximum.reduceat(distances, starts), 0.0)
 
@@ -205,8 +218,8 @@ class WriteReport:
 
 _UPSERT_COPIES = """
 INSERT INTO studio_personalizedobject AS po (original_id, user_id, object_id, updated_at, updates, last_run, drift)
-SELECT k.original_id, k.user_id, k.object_id, %(now)s, 1, %(run)s, k.drift
-FROM unnest(%(original)s::bigint[], %(user)s::text[], %(object_id)s::text[], %(drift)s::float8[])
+SELECT k.original_id, k.user_id, k.object_id, %(now)s::timestamptz, 1, %(run)s::bigint, k.drift
+FROM unnest(%(original)b::bigint[], %(user)b::text[], %(object_id)b::text[], %(drift)b::float8[])
     AS k(original_id, user_id, object_id, drift)
 ORDER BY k.original_id, k.user_id  -- one lock order for every writer
 ON CONFLICT (original_id, user_id) DO UPDATE SET
@@ -215,7 +228,6 @@ ON CONFLICT (original_id, user_id) DO UPDATE SET
                                 THEN 0 ELSE 1 END,
     last_run = EXCLUDED.last_run,
     drift = EXCLUDED.drift,
-    object_id = EXCLUDED.object_id,
     updated_at = EXCLUDED.updated_at
 RETURNING po.id, po.original_id, po.user_id, (po.xmax = 0) AS inserted
 """
@@ -239,7 +251,9 @@ def write_copies(*, copies: Sequence[CopyWrite], run_id: int | None) -> WriteRep
         if not np.isfinite(copy.vectors).all():
             raise ValueError(f"write_copies: {copy.original_object_id} for {copy.user_id}: non-finite vector")
     drifts = cosine_drifts(originals=[c.original_vectors for c in copies], adjusted=[c.vectors for c in copies])
-    with connection.cursor() as cursor:
+    # Server-side binding (binary parameters): Django's client-side binding would spell 100k array
+    # elements into the SQL text.
+    with binary_cursor() as cursor:
         cursor.execute(
             _UPSERT_COPIES,
             {
@@ -255,7 +269,7 @@ def write_copies(*, copies: Sequence[CopyWrite], run_id: int | None) -> WriteRep
         ids = [returned[key][0] for key in keys]
         replaced = [returned[key][0] for key in keys if not returned[key][1]]
         if replaced:
-            cursor.execute("DELETE FROM studio_personalizedpart WHERE personalized_id = ANY(%s::bigint[])", [replaced])
+            cursor.execute("DELETE FROM studio_personalizedpart WHERE personalized_id = ANY(%b::bigint[])", [replaced])
         counts = np.fromiter((len(c.vectors) for c in copies), dtype=np.int64, count=len(copies))
         owners = np.repeat(np.asarray(ids, dtype=np.int64), counts)
         indices = np.concatenate([np.arange(n, dtype=np.int16) for n in counts])
