@@ -260,11 +260,19 @@ def _training_round(
     return shown
 
 
-def _evaluate_view(ctx: LoopContext, view: str, bar) -> dict[tuple[int, int], Ranking]:
+def _evaluate_view(
+    ctx: LoopContext, view: str, bar, cache: dict[tuple[int, str], Ranking] | None = None
+) -> dict[tuple[int, int], Ranking]:
+    """Every user's rankings for the queries of ``view``. ``cache`` shares rankings between views that
+    ask the same query of the same user in the same state (MovieLens seen and held-out)."""
     rankings = {}
+    cache = {} if cache is None else cache
     for user_index, user in enumerate(ctx.dataset.users):
         for query_index, (qid, _relevance) in enumerate(user.views.get(view, [])):
-            rankings[(user_index, query_index)] = rank(query_vector=ctx.query_vectors[qid], user_id=user.user_id)
+            key = (user_index, qid)
+            if key not in cache:
+                cache[key] = rank(query_vector=ctx.query_vectors[qid], user_id=user.user_id)
+            rankings[(user_index, query_index)] = cache[key]
             bar.update(1)
     return rankings
 
@@ -351,8 +359,9 @@ def run_arm(ctx: LoopContext, arm: Arm) -> ArmOutcome:
             outcome.timings["improvement"] += time.monotonic() - mark
         bar.set_postfix(ndcg=f"{outcome.curve[-1]:.4f}")
     mark = time.monotonic()
+    final_cache: dict[tuple[int, str], Ranking] = {}
     for view in dataset.views:
-        outcome.rankings[view] = _evaluate_view(ctx, view, bar)
+        outcome.rankings[view] = _evaluate_view(ctx, view, bar, final_cache)
     outcome.timings["final_evaluation"] += time.monotonic() - mark
     outcome.curve.append(_seen_ndcg(ctx, outcome.rankings.get("seen", {})))
     guard_after = _guard_rankings(ctx)
