@@ -57,6 +57,9 @@ def create_api_key(*, name: str, scopes: list[str]) -> tuple[ApiKey, str]:
     unknown = sorted(set(scopes) - set(API_SCOPES))
     if unknown or not scopes:
         raise ValueError(f"scopes must be a non-empty subset of {', '.join(API_SCOPES)}; got {scopes}")
+    max_name = ApiKey._meta.get_field("name").max_length
+    if not name.strip() or len(name) > max_name or "\x00" in name:
+        raise ValueError(f"name must be 1 to {max_name} characters")
     prefix = secrets.token_hex(6)
     secret = secrets.token_urlsafe(32)
     plain = f"{_KEY_PREFIX}_{prefix}_{secret}"

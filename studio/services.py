@@ -7,7 +7,10 @@ personalized copies through ``write_personalized`` and never touch an original.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Sequence
+import queue
+import threading
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import closing
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -124,21 +127,64 @@ def copy_objects(
     or arrays), optionally with a fifth element: one ``is_average`` flag per vector. Each batch is
     its own transaction; within a batch a later row with the same id wins, as in a sequence of
     upserts. Replacing an id follows ``upsert_objects`` (parts replaced, copies dropped).
+
+    ``rows`` is consumed by a background thread, so that reading and validating the next batch
+    (Python) overlaps the database writing this one; it must therefore not use the database.
     """
     total = 0
-    batch: list[tuple] = []
-    for row in rows:
-        batch.append(row)
-        if len(batch) >= batch_size:
+    with closing(_read_ahead(rows, batch_size=batch_size)) as batches:
+        for batch in batches:
             total += _copy_batch(batch)
             if on_batch:
                 on_batch(len(batch))
-            batch = []
-    if batch:
-        total += _copy_batch(batch)
-        if on_batch:
-            on_batch(len(batch))
     return total
+
+
+_END = object()
+
+
+def _read_ahead(rows: Iterable[tuple], *, batch_size: int, depth: int = 2) -> Iterator[list[tuple]]:
+    """Batches of ``rows``, read by a background thread at most ``depth`` batches ahead."""
+    ready: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def put(item) -> bool:
+        while not stop.is_set():
+            try:
+                ready.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            batch: list[tuple] = []
+            for row in rows:
+                batch.append(row)
+                if len(batch) >= batch_size:
+                    if not put(batch):
+                        return
+                    batch = []
+            if batch and not put(batch):
+                return
+            put(_END)
+        except BaseException as exc:  # noqa: BLE001  handed to the consuming thread, raised there
+            put(exc)
+
+    reader = threading.Thread(target=produce, name="copy-objects-reader", daemon=True)
+    reader.start()
+    try:
+        while True:
+            item = ready.get()
+            if item is _END:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        reader.join(timeout=10)
 
 
 def _copy_batch(batch: list[tuple]) -> int:

@@ -56,10 +56,13 @@ def test_key_is_stored_hashed(db):
     assert auth.verify_api_key("garbage") is None
 
 
-@pytest.mark.parametrize("scopes", [[], ["nope"], ["search", "root"]])
-def test_create_refuses_unknown_or_no_scopes(db, scopes):
+@pytest.mark.parametrize(
+    ("name", "scopes"),
+    [("n", []), ("n", ["nope"]), ("n", ["search", "root"]), ("", ["search"]), ("x" * 129, ["search"])],
+)
+def test_create_refuses_bad_scopes_or_name(db, name, scopes):
     with pytest.raises(ValueError):
-        auth.create_api_key(name="n", scopes=scopes)
+        auth.create_api_key(name=name, scopes=scopes)
     assert ApiKey.objects.count() == 0
 
 

@@ -488,3 +488,15 @@ def test_embedder_none_refuses_text_per_item(catalog_client, settings):
     assert "STUDIO_EMBEDDER=none" in result["errors"][0]["message"]
     assert "vector" in result["errors"][0]["message"]
     assert list(Object.objects.values_list("object_id", flat=True)) == ["v"]
+
+
+def test_an_unexpected_crash_is_a_json_500(catalog_client, monkeypatch):
+    from studio import selectors
+
+    def crash(**kwargs):
+        raise ValueError("bug")
+
+    monkeypatch.setattr(selectors, "get_object", crash)
+    catalog_client.raise_request_exception = False
+    body = assert_error_shape(catalog_client.get("/api/v1/objects/a"), 500, "internal_error")
+    assert "bug" not in body["error"]["message"]  # internals are logged, not shown

@@ -120,6 +120,35 @@ def test_upsert_service_sorts_locks_and_accepts_arrays(db):
     assert services.upsert_objects(items=[]) == 0
 
 
+def test_overlapping_upserts_in_opposite_orders_do_not_deadlock(transactional_db):
+    import threading
+
+    from django.db import connections
+
+    rng = np.random.default_rng(4)
+    vectors = random_unit(rng, 40)
+    ids = [f"c{i:02d}" for i in range(40)]
+    failures: list[BaseException] = []
+
+    def upsert(order: list[int]) -> None:
+        try:
+            items = [services.ObjectInput(object_id=ids[i], vectors=[vectors[i]]) for i in order]
+            for _ in range(5):
+                services.upsert_objects(items=items)
+        except BaseException as exc:  # noqa: BLE001
+            failures.append(exc)
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=upsert, args=(order,)) for order in (list(range(40)), list(range(39, -1, -1)))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert not failures, failures
+    assert Object.objects.count() == 40 and ObjectPart.objects.count() == 40
+
+
 def test_copy_objects_in_an_outer_transaction_with_many_batches(db):
     """Batches share one transaction here (as in any caller's atomic block): nothing may pile up."""
     rng = np.random.default_rng(1)
@@ -319,6 +348,33 @@ def test_load_objects_keep_index_and_missing_file(db, tmp_path):
         run_load(tmp_path / "missing.jsonl")
 
 
+def test_load_objects_skips_a_line_that_is_not_utf8(db, tmp_path):
+    good = json.dumps({"object_id": "u", "vector": unit_vector(1.0)}).encode()
+    path = tmp_path / "mixed.jsonl"
+    path.write_bytes(good + b"\n" + b'{"object_id": "caf\xe9", "vector": [1]}\n')
+    out, err = run_load(path)
+    assert list(Object.objects.values_list("object_id", flat=True)) == ["u"]
+    assert "skipped line 2: not JSON" in err
+
+
+def test_load_objects_refuses_a_csv_that_is_not_utf8_and_keeps_the_index(db, tmp_path):
+    path = tmp_path / "latin1.csv"
+    path.write_bytes(b"object_id,text\nx,caf\xe9\n")
+    with pytest.raises(CommandError, match="UTF-8"):
+        run_load(path)
+    assert hnsw_index_definition() is not None
+
+
+def test_copy_objects_raises_what_the_reader_raised(db):
+    def rows():
+        yield ("a", {}, "", [unit_vector(1.0)])
+        raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError, match="boom"):
+        services.copy_objects(rows=rows(), batch_size=1)
+    assert list(Object.objects.values_list("object_id", flat=True)) == ["a"]  # the batch before it landed
+
+
 # --- create_api_key -----------------------------------------------------------------
 
 
@@ -475,3 +531,56 @@ def test_admin_pages_render(db, client, django_user_model):
     listing = client.get("/admin/studio/object/").content.decode()
     assert listing.count("0.123") < 10  # vectors are never listed in full
     assert key.key_hash not in client.get("/admin/studio/apikey/").content.decode()
+
+
+# --- error handler ------------------------------------------------------------------
+
+
+def test_exception_handler_covers_every_drf_exception_and_django_errors():
+    from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+    from django.core.exceptions import RequestDataTooBig
+    from django.core.exceptions import ValidationError as DjangoValidationError
+    from django.db import OperationalError
+    from django.http import Http404
+    from rest_framework import exceptions
+
+    from studio.errors import ApiError, api_exception_handler
+
+    cases = [
+        (exceptions.ParseError(), 400, "parse_error"),
+        (exceptions.ValidationError({"limit": ["Too big."]}), 400, "invalid"),
+        (exceptions.ValidationError(["Bad."]), 400, "invalid"),
+        (exceptions.AuthenticationFailed(), 401, "authentication_failed"),
+        (exceptions.NotAuthenticated(), 401, "not_authenticated"),
+        (exceptions.PermissionDenied(), 403, "permission_denied"),
+        (exceptions.NotFound(), 404, "not_found"),
+        (exceptions.MethodNotAllowed("PUT"), 405, "method_not_allowed"),
+        (exceptions.NotAcceptable(), 406, "not_acceptable"),
+        (exceptions.UnsupportedMediaType("text/plain"), 415, "unsupported_media_type"),
+        (exceptions.Throttled(wait=3), 429, "throttled"),
+        (exceptions.APIException(), 500, "error"),
+        (ApiError(code="too_many_items", message="m", status_code=413, fields={"x": ["y"]}), 413, "too_many_items"),
+        (Http404(), 404, "not_found"),
+        (DjangoPermissionDenied(), 403, "permission_denied"),
+        (DjangoValidationError({"name": ["Required."]}), 400, "invalid"),
+        (DjangoValidationError("Bad."), 400, "invalid"),
+        (RequestDataTooBig(), 413, "payload_too_large"),
+        (OperationalError("down"), 503, "database_unavailable"),
+        (IntegrityError("dup"), 409, "conflict"),
+        (DataError("range"), 400, "invalid"),
+        (RecursionError(), 400, "parse_error"),
+    ]
+    for exc, status, code in cases:
+        response = api_exception_handler(exc, {"request": None, "view": None})
+        assert response is not None, exc
+        assert response.status_code == status, (exc, response.status_code)
+        assert set(response.data) == {"error"}, exc
+        assert response.data["error"]["code"] == code, (exc, response.data)
+        assert isinstance(response.data["error"]["message"], str) and response.data["error"]["message"]
+        assert isinstance(response.data["error"]["fields"], dict)
+    throttled = api_exception_handler(exceptions.Throttled(wait=3), {"request": None, "view": None})
+    assert throttled["Retry-After"] == "3"
+    invalid = api_exception_handler(exceptions.ValidationError({"limit": ["Too big."]}), {})
+    assert invalid.data["error"]["fields"] == {"limit": ["Too big."]}
+    assert invalid.data["error"]["message"] == "limit: Too big."
+    assert api_exception_handler(ValueError("not ours"), {}) is None  # left to the middleware: JSON 500

@@ -53,26 +53,31 @@ def _csv_item(row: dict) -> dict:
 
 
 def read_items(path: Path) -> Iterator[tuple[int, dict | BadLine]]:
-    """``(line number, raw item or BadLine)`` for each record of a ``.jsonl`` or ``.csv`` file (``-``: stdin)."""
-    handle = sys.stdin if str(path) == "-" else path.open(encoding="utf-8", newline="")
-    try:
-        if path.suffix.lower() == ".csv":
+    """``(line number, raw item or BadLine)`` for each record of a ``.jsonl`` or ``.csv`` file (``-``: JSONL
+    on stdin). A JSONL line that is not UTF-8 is a bad line; a CSV file that is not UTF-8 is refused."""
+    if path.suffix.lower() == ".csv":
+        with path.open(encoding="utf-8", newline="") as handle:
             reader = csv.DictReader(handle)
-            for row in reader:
-                try:
-                    yield reader.line_num, _csv_item(row)
-                except BadLine as exc:
-                    yield reader.line_num, exc
-        else:
-            for number, line in enumerate(handle, 1):
-                if not line.strip():
-                    continue
-                try:
-                    yield number, json.loads(line)
-                except (ValueError, RecursionError) as exc:
-                    yield number, BadLine(f"not JSON: {exc}")
+            try:
+                for row in reader:
+                    try:
+                        yield reader.line_num, _csv_item(row)
+                    except BadLine as exc:
+                        yield reader.line_num, exc
+            except UnicodeDecodeError as exc:
+                raise CommandError(f"{path}: not UTF-8 after line {reader.line_num}") from exc
+        return
+    handle = sys.stdin.buffer if str(path) == "-" else path.open("rb")
+    try:
+        for number, line in enumerate(handle, 1):
+            if not line.strip():
+                continue
+            try:
+                yield number, json.loads(line)  # bytes: bad UTF-8 is a ValueError of this line only
+            except (ValueError, RecursionError) as exc:
+                yield number, BadLine(f"not JSON: {exc}")
     finally:
-        if handle is not sys.stdin:
+        if handle is not sys.stdin.buffer:
             handle.close()
 
 
