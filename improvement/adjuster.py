@@ -97,6 +97,9 @@ class AdjusterParams:
             "renormalize": settings.IMPROVEMENT_RENORMALIZE,
             "seed": settings.IMPROVEMENT_SEED,
             "device": settings.IMPROVEMENT_DEVICE,
+            # Optional (None = torch's default). On a shared 2-core box 1 avoids OpenMP threads
+            # spinning against the web server and PostgreSQL; see the README's adjuster notes.
+            "num_threads": getattr(settings, "IMPROVEMENT_TORCH_THREADS", None),
         }
         if values["max_drift"] is not None and values["max_drift"] <= 0:
             values["max_drift"] = None  # IMPROVEMENT_MAX_DRIFT=0 switches the cap off
