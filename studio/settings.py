@@ -232,6 +232,8 @@ IMPROVEMENT_MAX_DRIFT = float(_max_drift) if _max_drift else None  # empty: no d
 IMPROVEMENT_RENORMALIZE = env.bool("IMPROVEMENT_RENORMALIZE", default=True)
 IMPROVEMENT_SEED = env.int("IMPROVEMENT_SEED", default=0)
 IMPROVEMENT_DEVICE = env.str("IMPROVEMENT_DEVICE", default="auto")
+_torch_threads = env.str("IMPROVEMENT_TORCH_THREADS", default="").strip()
+IMPROVEMENT_TORCH_THREADS = int(_torch_threads) if _torch_threads else None  # empty: torch's default
 
 LOGGING = {
     "version": 1,
