@@ -21,6 +21,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+import psycopg
 from django.conf import settings
 from django.db import connection, transaction
 
@@ -93,6 +94,13 @@ def _parts_per_object() -> float:
     return min(max(parts / objects, 1.0), float(settings.STUDIO_MAX_PARTS_PER_OBJECT)) if objects else 1.0
 
 
+def initial_ef_search(*, need: int) -> int:
+    """The first index fetch for a page ending at ``need``: at least STUDIO_EF_SEARCH and 2 × need, and
+    enough rows that multi-part objects still fill the page (2 × parts-per-object × need)."""
+    wanted = math.ceil(2 * need * _parts_per_object())
+    return min(MAX_EF_SEARCH, max(settings.STUDIO_EF_SEARCH, 2 * need, wanted))
+
+
 def _count_matching(*, filter_json: str, cap: int) -> int:
     """How many originals match the filter, counting no further than ``cap``."""
     with connection.cursor() as cursor:
@@ -101,6 +109,9 @@ def _count_matching(*, filter_json: str, cap: int) -> int:
             [filter_json, cap],
         )
         return int(cursor.fetchone()[0])
+
+
+_SET_EF_SEARCH = "SELECT set_config('hnsw.ef_search', %(ef_search)s, true)"
 
 
 def _ranking_sql(*, op: str, personalized: bool, filtered: bool, exact: bool) -> str:
@@ -125,39 +136,48 @@ def _ranking_sql(*, op: str, personalized: bool, filtered: bool, exact: bool) ->
         candidates = f"""
         ann AS (SELECT NULL::bigint AS oid WHERE false),
         cand AS MATERIALIZED (
-            SELECT o.id AS oid FROM studio_object o
+            SELECT p.object_id AS oid, min(p.vector {op} %(q)s::vector) AS d
+            FROM studio_object o JOIN studio_objectpart p ON p.object_id = o.id
             WHERE {"o.payload @> %(filter)s::jsonb AND" if filtered else ""} {not_copied.format(col="o.id")}
+            GROUP BY p.object_id
         ),"""
+        # every part of every candidate was scored: the distances are already exact
+        rescored = "SELECT oid, d, personalized FROM top"
     else:
         # The HNSW scan stands alone so that the planner uses the index; filters apply to its output.
         candidates = f"""
         ann AS MATERIALIZED (
-            SELECT p.object_id AS oid
+            SELECT p.object_id AS oid, p.vector {op} %(q)s::vector AS d
             FROM studio_objectpart p
             ORDER BY p.vector {op} %(q)s::vector
             LIMIT %(parts)s
         ),
         cand AS MATERIALIZED (
-            SELECT DISTINCT a.oid FROM ann a
+            SELECT a.oid, min(a.d) AS d FROM ann a
             {"JOIN studio_object fo ON fo.id = a.oid AND fo.payload @> %(filter)s::jsonb" if filtered else ""}
             WHERE {not_copied.format(col="a.oid")}
+            GROUP BY a.oid
         ),"""
+        # The page's originals are re-scored over ALL their parts (the index may have returned only some
+        # of a multi-part object's parts), so that every distance shown is exact: need lookups, not ef.
+        rescored = f"""
+            SELECT t.oid, t.personalized,
+                   CASE WHEN t.personalized THEN t.d
+                        ELSE (SELECT min(p.vector {op} %(q)s::vector) FROM studio_objectpart p
+                              WHERE p.object_id = t.oid)
+                   END AS d
+            FROM top t"""
     return f"""
         WITH {mine}{candidates}
-        orig AS (
-            -- exact: the best of ALL parts of each candidate, not just the parts the index returned
-            SELECT p.object_id AS oid, min(p.vector {op} %(q)s::vector) AS d
-            FROM cand c JOIN studio_objectpart p ON p.object_id = c.oid
-            GROUP BY p.object_id
-        ),
         ranked AS (
-            SELECT oid, d, false AS personalized FROM orig
+            SELECT oid, d, false AS personalized FROM cand
             UNION ALL
             SELECT oid, d, true AS personalized FROM mine
         ),
-        top AS (
+        top AS MATERIALIZED (
             SELECT oid, d, personalized FROM ranked ORDER BY d, oid LIMIT %(need)s
         ),
+        page AS ({rescored}),
         counts AS (
             SELECT (SELECT count(*) FROM ann) AS ann_parts,
                    (SELECT count(*) FROM cand) AS original_candidates,
@@ -166,17 +186,32 @@ def _ranking_sql(*, op: str, personalized: bool, filtered: bool, exact: bool) ->
         SELECT s.ann_parts, s.original_candidates, s.personalized_count,
                o.object_id, t.d, t.personalized, o.payload
         FROM counts s
-        LEFT JOIN top t ON true
+        LEFT JOIN page t ON true
         LEFT JOIN studio_object o ON o.id = t.oid
         ORDER BY t.d, t.oid
     """
 
 
 def _run_ranking(*, sql: str, params: dict, ef_search: int | None) -> list[tuple]:
-    """Run one ranking statement; ``hnsw.ef_search`` is set for this transaction only (never the session)."""
+    """Run one ranking statement with ``hnsw.ef_search`` set for its transaction only (never the session).
+
+    With client-side binding (Django's default for psycopg 3) the setting and the ranking travel as one
+    multi-statement query, which PostgreSQL runs as one transaction (implicit in autocommit, or the
+    caller's): ``set_config(…, true)`` holds for the ranking and is gone after it, in one round trip
+    instead of four (BEGIN, SET, SELECT, COMMIT). Otherwise an explicit transaction does the same.
+    """
+    if ef_search is None:
+        with connection.cursor() as cursor:
+            cursor.execute(sql, params)
+            return cursor.fetchall()
+    params = {**params, "ef_search": str(ef_search)}
+    with connection.cursor() as cursor:
+        if isinstance(cursor.cursor, psycopg.ClientCursor):
+            cursor.execute(_SET_EF_SEARCH + "; " + sql, params)
+            cursor.nextset()
+            return cursor.fetchall()
     with transaction.atomic(), connection.cursor() as cursor:
-        if ef_search is not None:
-            cursor.execute("SELECT set_config('hnsw.ef_search', %s, true)", [str(ef_search)])
+        cursor.execute(_SET_EF_SEARCH, params)
         cursor.execute(sql, params)
         return cursor.fetchall()
 
@@ -219,9 +254,7 @@ def search_objects(
     while True:
         attempts += 1
         if not exact and ef_search is None:
-            # Enough index rows that multi-part objects still fill the page: 2 × parts-per-object × need.
-            wanted = math.ceil(2 * need * _parts_per_object())
-            ef_search = min(MAX_EF_SEARCH, max(settings.STUDIO_EF_SEARCH, 2 * need, wanted))
+            ef_search = initial_ef_search(need=need)
         params["parts"] = ef_search
         sql = _ranking_sql(op=op, personalized=personalized, filtered=filtered, exact=exact)
         rows = _run_ranking(sql=sql, params=params, ef_search=None if exact else ef_search)

@@ -259,36 +259,6 @@ def test_filter_values_are_parameters_not_sql(db):
 # --- ef_search and the index ------------------------------------------------------------------
 
 
-def test_ef_search_is_set_inside_the_transaction_only(transactional_db, settings):
-    for angle in range(0, 60, 10):
-        make_object(f"o{angle}", at_angle(angle))
-    settings.STUDIO_EF_SEARCH = 123
-    seen: list[tuple[bool, str]] = []
-
-    def spy(execute, sql, params, many, context):
-        if "ORDER BY p.vector" in sql:
-            raw = context["connection"].connection  # the driver connection: same session, same transaction
-            value = raw.execute("SHOW hnsw.ef_search").fetchone()[0]
-            seen.append((context["connection"].in_atomic_block, value))
-        return execute(sql, params, many, context)
-
-    with connection.execute_wrapper(spy):
-        search.search_objects(query_vector=at_angle(0), limit=5)
-        search.search_objects(query_vector=at_angle(0), limit=100, offset=900)
-    assert seen == [(True, "123"), (True, "1000")]
-    with connection.cursor() as cursor:  # the same pooled connection, after the request
-        cursor.execute("SHOW hnsw.ef_search")
-        assert cursor.fetchone()[0] == "40"
-
-
-def test_set_config_is_transaction_local(db):
-    make_object("a", at_angle(0))
-    with CaptureQueriesContext(connection) as queries:
-        search.search_objects(query_vector=at_angle(0))
-    configs = [q["sql"] for q in queries if "set_config" in q["sql"]]
-    assert len(configs) == 1 and "true)" in configs[0]
-
-
 @pytest.fixture
 def vacuumed_index(transactional_db):
     """Committed rows and an HNSW graph without the dead rows that earlier rolled-back tests left in it
@@ -297,7 +267,9 @@ def vacuumed_index(transactional_db):
         cursor.execute("VACUUM studio_objectpart")
 
 
-def test_explain_uses_hnsw_index_for_the_candidates(vacuumed_index):
+@pytest.fixture
+def random_catalogue(vacuumed_index) -> np.ndarray:
+    """3,000 random single-part objects r0 … r2999, analyzed: large enough that the planner uses the index."""
     rng = np.random.default_rng(7)
     # random in 16 dimensions (padded): a graph the index searches well at the default ef_search
     vectors = np.pad(rng.normal(size=(3000, 16)), ((0, 0), (0, 384 - 16))).astype(np.float32)
@@ -309,6 +281,12 @@ def test_explain_uses_hnsw_index_for_the_candidates(vacuumed_index):
     with connection.cursor() as cursor:
         cursor.execute("ANALYZE studio_object")
         cursor.execute("ANALYZE studio_objectpart")
+    return vectors
+
+
+def test_explain_uses_hnsw_index_for_the_candidates(random_catalogue):
+    vectors = random_catalogue
+    with connection.cursor() as cursor:
         sql = search._ranking_sql(op="<=>", personalized=True, filtered=False, exact=False)
         params = {"q": search.vector_literal(vectors[0]), "user_id": "alice", "need": 10, "parts": 40}
         cursor.execute("EXPLAIN " + sql, params)
@@ -316,6 +294,35 @@ def test_explain_uses_hnsw_index_for_the_candidates(vacuumed_index):
     assert "Index Scan using objectpart_vector_hnsw" in plan
     hits = search.search_objects(query_vector=vectors[0].tolist(), user_id="alice").hits
     assert hits[0].object_id == "r0" and hits[0].distance == pytest.approx(0.0, abs=1e-5)
+
+
+def test_ef_search_holds_for_the_ranking_and_is_gone_after_it(random_catalogue):
+    vectors = random_catalogue
+    # An HNSW scan returns at most ef_search rows: 200 index rows came back only if the setting was in force
+    # (the server default of 40 would have capped them at 40).
+    result = search.search_objects(query_vector=vectors[1].tolist(), limit=100)
+    assert result.meta["ef_search"] == 200 and result.meta["ann_parts"] == 200
+    assert result.meta["exact"] is False and len(result.hits) == 100
+    with connection.cursor() as cursor:  # the same pooled connection afterwards: back to the default
+        cursor.execute("SHOW hnsw.ef_search")
+        assert cursor.fetchone()[0] == "40"
+    result = search.search_objects(query_vector=vectors[1].tolist(), limit=100, offset=900)
+    assert result.meta["ef_search"] == 1000 and result.meta["ann_parts"] == 1000
+    with connection.cursor() as cursor:
+        cursor.execute("SHOW hnsw.ef_search")
+        assert cursor.fetchone()[0] == "40"
+
+
+def test_set_config_is_transaction_local(db, settings):
+    make_object("a", at_angle(0))
+    settings.STUDIO_EF_SEARCH = 123
+    with CaptureQueriesContext(connection) as queries:
+        search.search_objects(query_vector=at_angle(0))
+    configs = [q["sql"] for q in queries if "set_config" in q["sql"]]
+    # one statement: the local setting and the ranking it governs, never a session-wide SET
+    assert len(configs) == 1 and "set_config('hnsw.ef_search', '123', true)" in configs[0]
+    assert "ORDER BY p.vector" in configs[0]
+    assert not any(q["sql"].lstrip().upper().startswith("SET ") for q in queries)
 
 
 def test_ann_matches_exact_on_random_catalogue(vacuumed_index):

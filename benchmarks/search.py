@@ -1,0 +1,581 @@
+"""Search API latency and recall: 100k objects × 384 dims, a user with 1,000 personalized copies, k = 10.
+
+Runs on its own: an embedded PostgreSQL + Redis under ``.studio/bench-search/<size>`` (the loaded
+catalogue is kept there between runs, so reruns skip the load), migrations, a random-but-clustered
+catalogue loaded with ``studio.services.copy_objects`` + ``create_hnsw_index``, one user with 1,000
+personalized copies of near neighbours of the benchmark queries (slightly perturbed, so that they
+compete with the originals) beside a few other users' copies, then gunicorn on a free 127.0.0.1 port.
+
+Each of ``--runs`` rounds measures, one request at a time over one keep-alive connection:
+the bare SQL of the same ranking statement (the baseline, straight through psycopg), the API with a
+query vector (``track`` true, the default, and false), and the API with a text query. Figures are
+medians over rounds. recall@10 compares the API's pages with the exact personalized ranking
+computed in numpy in the same run (checked against ``search_objects(exact=True)`` on a sample).
+``--filters`` adds in-process timings of exact vs index paths for filters of several selectivities
+(the evidence for ``studio.search.EXACT_FILTER_MAX_MATCHES``).
+
+Targets (DESIGN §7, 2-core machine): p50 ≤ 15 ms with a query vector, recall@10 ≥ 0.95.
+Last line: ``{"objects", "p50_ms_vector", "p95_ms_vector", "p50_ms_text", "recall_at_10", "api_to_sql_ratio", …}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from urllib.parse import quote
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA_ROOT = ROOT / ".studio" / "bench-search"
+DIM = 384
+CLUSTERS = 200
+NOISE = 0.04  # per-dimension noise around a unit-length cluster centre: clusters overlap at their edges
+SEED = 20240611
+CATALOGUE_VERSION = 1
+USER = "bench-user"
+OTHER_USERS = 4
+COPIES = 1000
+K = 10
+TEXT_QUERIES = [
+    "space adventure among distant stars",
+    "a quiet family drama in a small town",
+    "romantic comedy set in Paris",
+    "documentary about deep sea creatures",
+    "heist thriller with a clever twist",
+    "animated film for young children",
+    "historical war epic",
+    "detective story in foggy London",
+    "music festival road trip",
+    "cooking competition with famous chefs",
+    "zombie apocalypse survival",
+    "biography of a chess champion",
+    "high school sports underdog story",
+    "courtroom drama about a wrongful conviction",
+    "time travel paradox science fiction",
+    "nature film about arctic wolves",
+]
+
+
+def free_port() -> int:
+    """A free TCP port on 127.0.0.1."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def database_url() -> str:
+    """DATABASE_URL of the database Django is connected to (for gunicorn and the bare-SQL baseline)."""
+    from django.db import connection
+
+    params = connection.settings_dict
+    host = quote(params["HOST"], safe="") if params["HOST"].startswith("/") else params["HOST"]
+    port = f":{params['PORT']}" if params.get("PORT") else ""
+    password = f":{params['PASSWORD']}" if params.get("PASSWORD") else ""
+    return f"postgres://{params['USER']}{password}@{host}{port}/{params['NAME']}"
+
+
+def percentile(values: list[float], q: float) -> float:
+    """The q-th percentile (0–100) of the values."""
+    return float(np.percentile(np.asarray(values), q))
+
+
+# --- data -----------------------------------------------------------------------------------------
+
+
+def generate_catalogue(n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Unit vectors around CLUSTERS random centres (deterministic), and each one's cluster."""
+    rng = np.random.default_rng(SEED)
+    centres = rng.standard_normal((CLUSTERS, DIM), dtype=np.float32)
+    centres /= np.linalg.norm(centres, axis=1, keepdims=True)
+    labels = rng.integers(CLUSTERS, size=n)
+    vectors = np.empty((n, DIM), dtype=np.float32)
+    for start in range(0, n, 10_000):
+        stop = min(n, start + 10_000)
+        block = centres[labels[start:stop]] + NOISE * rng.standard_normal((stop - start, DIM), dtype=np.float32)
+        vectors[start:stop] = block / np.linalg.norm(block, axis=1, keepdims=True)
+    return vectors, labels
+
+
+def payload_of(i: int, label: int) -> dict:
+    """Payload with keys of several selectivities (for filter timings)."""
+    return {"cluster": int(label), "bucket": i % 10, "group": i % 40, "tag": i % 1000}
+
+
+def ensure_catalogue(n: int, vectors: np.ndarray, labels: np.ndarray, data_dir: Path) -> float | None:
+    """Load the catalogue unless this data dir already holds it; returns load seconds (None when cached)."""
+    from django.db import connection
+
+    from studio import services
+    from studio.models import Object
+
+    marker = data_dir / "catalogue.json"
+    wanted = {"objects": n, "dim": DIM, "seed": SEED, "version": CATALOGUE_VERSION}
+    if marker.exists() and json.loads(marker.read_text()) == wanted and Object.objects.count() == n:
+        return None
+    print(f"loading {n} objects × {DIM} (kept under {data_dir} for later runs) …", file=sys.stderr, flush=True)
+    started = time.perf_counter()
+    with connection.cursor() as cursor:
+        cursor.execute("TRUNCATE studio_object, studio_objectpart, studio_personalizedobject, studio_personalizedpart")
+    services.drop_hnsw_index()
+    rows = (
+        (f"obj-{i}", payload_of(i, labels[i]), "", [vectors[i].tolist()])
+        for i in range(n)  # one part per object
+    )
+    services.copy_objects(rows=rows, batch_size=5000)
+    loaded = time.perf_counter() - started
+    print(f"  copied in {loaded:.0f} s; building the HNSW index …", file=sys.stderr, flush=True)
+    services.create_hnsw_index()
+    with connection.cursor() as cursor:
+        cursor.execute("VACUUM ANALYZE studio_object")
+        cursor.execute("VACUUM ANALYZE studio_objectpart")
+    marker.write_text(json.dumps(wanted))
+    seconds = time.perf_counter() - started
+    print(f"  loaded and indexed in {seconds:.0f} s", file=sys.stderr, flush=True)
+    return seconds
+
+
+def make_queries(vectors: np.ndarray, count: int) -> np.ndarray:
+    """Query vectors near catalogue objects (another draw of the same noise), deterministic."""
+    rng = np.random.default_rng(SEED + 1)
+    picks = rng.choice(len(vectors), size=count, replace=False)
+    queries = vectors[picks] + NOISE * rng.standard_normal((count, DIM), dtype=np.float32)
+    return queries / np.linalg.norm(queries, axis=1, keepdims=True)
+
+
+def exact_distances(vectors: np.ndarray, query: np.ndarray) -> np.ndarray:
+    """Cosine distances of every original (vectors are unit length)."""
+    return 1.0 - vectors @ query
+
+
+def write_copies(vectors: np.ndarray, queries: np.ndarray) -> dict[int, np.ndarray]:
+    """The benchmark user's 1,000 copies: near neighbours of the queries, perturbed (some move up,
+    some down), plus other users' copies so that per-user access must go through the index.
+    Returns {object row number: copy vector} of the benchmark user."""
+    from django.db import connection, transaction
+
+    from studio.models import Object, PersonalizedObject, PersonalizedPart
+
+    rng = np.random.default_rng(SEED + 2)
+    per_query = max(1, COPIES // len(queries))
+    chosen: dict[int, np.ndarray] = {}
+    for query in queries:
+        order = np.argsort(exact_distances(vectors, query))
+        taken = 0
+        for row in order[: per_query * 3]:
+            if taken == per_query or len(chosen) == COPIES:
+                break
+            if int(row) not in chosen:
+                chosen[int(row)] = None  # type: ignore[assignment]
+                taken += 1
+    while len(chosen) < COPIES:  # fill up with random objects if the neighbourhoods overlapped
+        chosen.setdefault(int(rng.integers(len(vectors))), None)  # type: ignore[arg-type]
+    for row in chosen:
+        moved = vectors[row] + 0.5 * NOISE * rng.standard_normal(DIM, dtype=np.float32)
+        chosen[row] = (moved / np.linalg.norm(moved)).astype(np.float32)
+
+    others = {f"other-user-{u}": rng.choice(len(vectors), size=COPIES, replace=False) for u in range(OTHER_USERS)}
+    pk_of = dict(Object.objects.filter(object_id__startswith="obj-").values_list("object_id", "pk"))
+    with transaction.atomic():
+        with connection.cursor() as cursor:
+            cursor.execute("TRUNCATE studio_personalizedobject, studio_personalizedpart")
+        plan = [(USER, row, vector) for row, vector in chosen.items()]
+        for user, rows in others.items():
+            plan += [(user, int(row), vectors[int(row)]) for row in rows]
+        copies = PersonalizedObject.objects.bulk_create(
+            [
+                PersonalizedObject(original_id=pk_of[f"obj-{row}"], user_id=user, object_id=f"obj-{row}_{user}")
+                for user, row, _ in plan
+            ],
+            batch_size=2000,
+        )
+        PersonalizedPart.objects.bulk_create(
+            [
+                PersonalizedPart(personalized_id=copy.pk, index=0, vector=vector)
+                for copy, (_, _, vector) in zip(copies, plan, strict=True)
+            ],
+            batch_size=2000,
+        )
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE studio_personalizedobject")
+        cursor.execute("ANALYZE studio_personalizedpart")
+    return chosen
+
+
+def exact_top(vectors: np.ndarray, copies: dict[int, np.ndarray], query: np.ndarray, k: int) -> tuple[list, float]:
+    """The exact personalized top-k (object ids) and the k-th distance."""
+    distances = exact_distances(vectors, query).astype(np.float64)
+    rows = np.fromiter(copies.keys(), dtype=np.int64)
+    distances[rows] = 1.0 - np.stack(list(copies.values())) @ query
+    order = np.argsort(distances)[:k]
+    return [f"obj-{row}" for row in order], float(distances[order[-1]])
+
+
+# --- CPU accounting (a latency floor that other load on the machine does not inflate) -------------
+
+
+def descendants(pid: int) -> list[int]:
+    """Every process below ``pid`` (Linux /proc)."""
+    found, stack = [], [pid]
+    while stack:
+        parent = stack.pop()
+        for task in Path(f"/proc/{parent}/task").glob("*"):
+            try:
+                children = [int(child) for child in (task / "children").read_text().split()]
+            except OSError:
+                continue
+            found += children
+            stack += children
+    return found
+
+
+def cpu_seconds(pids: list[int]) -> dict[int, float]:
+    """User + system CPU seconds used so far by each of these processes that is alive."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    used = {}
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        used[pid] = (int(fields[11]) + int(fields[12])) / ticks
+    return used
+
+
+def cpu_used(before: dict[int, float], after: dict[int, float]) -> float:
+    """CPU seconds between two readings, over the processes alive at both."""
+    return sum(max(0.0, after[pid] - before[pid]) for pid in before.keys() & after.keys())
+
+
+def service_pids(gunicorn_pid: int, data_dir: Path) -> tuple[list[int], list[int]]:
+    """(gunicorn and its workers, the embedded PostgreSQL's processes): where a request spends CPU."""
+    postmaster = int((data_dir / "pg" / "postmaster.pid").read_text().split("\n", 1)[0])
+    return [gunicorn_pid, *descendants(gunicorn_pid)], [postmaster, *descendants(postmaster)]
+
+
+# --- servers and clients --------------------------------------------------------------------------
+
+
+def start_gunicorn(port: int, env: dict[str, str], log: Path) -> subprocess.Popen:
+    """gunicorn (2 gthread workers, as in the Procfile) on 127.0.0.1:port, waiting until health answers."""
+    command = [
+        sys.executable,
+        "-m",
+        "gunicorn",
+        "studio.wsgi",
+        "--bind",
+        f"127.0.0.1:{port}",
+        "--workers",
+        "2",
+        "--threads",
+        "4",
+        "--worker-class",
+        "gthread",
+        "--keep-alive",
+        "30",
+        "--graceful-timeout",
+        "5",
+        "--log-level",
+        "warning",
+    ]
+    proc = subprocess.Popen(
+        command, cwd=ROOT, env=env, stdout=log.open("ab"), stderr=subprocess.STDOUT, start_new_session=True
+    )
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"gunicorn exited:\n{log.read_text()[-3000:]}")
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+            conn.request("GET", "/api/v1/health")
+            if conn.getresponse().status in (200, 503):
+                conn.close()
+                return proc
+        except OSError:
+            time.sleep(0.3)
+    raise SystemExit(f"gunicorn did not answer in 120 s:\n{log.read_text()[-3000:]}")
+
+
+def stop_process(proc: subprocess.Popen) -> None:
+    """SIGTERM the process group we started, then wait."""
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+
+
+class Client:
+    """One keep-alive connection, one request at a time (latency, not throughput)."""
+
+    def __init__(self, port: int, key: str):
+        self.port = port
+        self.headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
+        self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+
+    def search(self, body: bytes) -> tuple[float, dict]:
+        """POST /api/v1/search; returns (milliseconds, decoded body); fails loudly on non-200."""
+        started = time.perf_counter()
+        try:
+            self.conn.request("POST", "/api/v1/search", body=body, headers=self.headers)
+            response = self.conn.getresponse()
+            data = response.read()
+        except (http.client.HTTPException, ConnectionError):
+            self.conn.close()
+            self.conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
+            return self.search(body)
+        elapsed = (time.perf_counter() - started) * 1000
+        if response.status != 200:
+            raise SystemExit(f"search: HTTP {response.status}: {data[:500]!r}")
+        return elapsed, json.loads(data)
+
+
+def encode(data: dict) -> bytes:
+    """Compact JSON bytes."""
+    return json.dumps(data, separators=(",", ":")).encode()
+
+
+def bare_sql_timings(url: str, queries: np.ndarray, user_id: str | None) -> list[float]:
+    """The same ranking statement the API runs (same ef_search, set for its transaction only, in one
+    round trip as ``studio.search`` sends it), straight through psycopg: the floor under the API."""
+    import psycopg
+
+    from studio import search
+
+    sql = search._ranking_sql(
+        op=search.METRIC_OPERATORS["cosine"], personalized=bool(user_id), filtered=False, exact=False
+    )
+    ef = search.initial_ef_search(need=K)
+    timings = []
+    with psycopg.connect(
+        url.replace("postgres://", "postgresql://"), autocommit=True, cursor_factory=psycopg.ClientCursor
+    ) as conn:
+        for query in queries:
+            params = {
+                "q": search.vector_literal(query),
+                "user_id": user_id,
+                "need": K,
+                "parts": ef,
+                "ef_search": str(ef),
+            }
+            started = time.perf_counter()
+            with conn.cursor() as cursor:
+                cursor.execute(search._SET_EF_SEARCH + "; " + sql, params)
+                cursor.nextset()
+                cursor.fetchall()
+            timings.append((time.perf_counter() - started) * 1000)
+    return timings
+
+
+def set_shared_buffers(value: str) -> str:
+    """Give the benchmark's own embedded PostgreSQL ``shared_buffers`` (restarting it if it changes), so
+    that the 100k × 384 index (~200 MB) and table (~160 MB) stay in PostgreSQL's cache; ``default``
+    leaves the embedded default (128 MB). Returns the value in force."""
+    from django.db import connection
+
+    from studio import embedded
+
+    with connection.cursor() as cursor:
+        cursor.execute("SHOW shared_buffers")
+        current = cursor.fetchone()[0]
+        if value == "default":
+            cursor.execute("ALTER SYSTEM RESET shared_buffers")
+            wanted = None
+        else:
+            cursor.execute("ALTER SYSTEM SET shared_buffers = %s", [value])
+            wanted = value
+    if (wanted is not None and current.upper() != wanted.upper()) or (wanted is None and current != "128MB"):
+        connection.close()
+        embedded.stop_postgres()
+        embedded.ensure_postgres("studio")  # same socket directory: Django reconnects on its next query
+    with connection.cursor() as cursor:
+        cursor.execute("SHOW shared_buffers")
+        return cursor.fetchone()[0]
+
+
+def filter_timings(queries: np.ndarray) -> dict[str, dict]:
+    """In-process: exact scan vs index path for filters matching ~100 … ~10,000 objects."""
+    from studio import search
+
+    report = {}
+    for key, value in (("tag", 7), ("cluster", 7), ("group", 7), ("bucket", 7)):
+        matches = search._count_matching(filter_json=json.dumps({key: value}), cap=10**9)
+        times: dict[str, list[float]] = {"exact": [], "index": []}
+        saved = search.EXACT_FILTER_MAX_MATCHES
+        try:
+            for path in ("exact", "index"):
+                search.EXACT_FILTER_MAX_MATCHES = 10**9 if path == "exact" else 0
+                for query in queries[:20]:
+                    started = time.perf_counter()
+                    search.search_objects(query_vector=query.tolist(), user_id=USER, limit=K, filter={key: value})
+                    times[path].append((time.perf_counter() - started) * 1000)
+        finally:
+            search.EXACT_FILTER_MAX_MATCHES = saved
+        report[f"{key}={value}"] = {
+            "matches": matches,
+            "exact_p50_ms": round(statistics.median(times["exact"]), 2),
+            "index_p50_ms": round(statistics.median(times["index"]), 2),
+        }
+        print(f"filter {key}={value}: {report[f'{key}={value}']}", file=sys.stderr, flush=True)
+    return report
+
+
+# --- main -----------------------------------------------------------------------------------------
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="20k objects, fewer queries and rounds")
+    parser.add_argument("--objects", type=int, default=None)
+    parser.add_argument("--runs", type=int, default=None, help="measurement rounds (median is reported)")
+    parser.add_argument("--queries", type=int, default=None, help="vector queries per round")
+    parser.add_argument("--filters", action="store_true", help="also time the filter paths (in process)")
+    parser.add_argument(
+        "--shared-buffers",
+        default="512MB",
+        help="shared_buffers of the benchmark's own PostgreSQL ('default': the embedded 128MB)",
+    )
+    args = parser.parse_args()
+    objects = args.objects or (20_000 if args.quick else 100_000)
+    runs = args.runs or (3 if args.quick else 5)
+    query_count = args.queries or (100 if args.quick else 200)
+
+    data_dir = DATA_ROOT / ("quick" if objects == 20_000 else "full" if objects == 100_000 else f"n{objects}")
+    data_dir.mkdir(parents=True, exist_ok=True)
+    os.environ["STUDIO_DATA_DIR"] = str(data_dir)
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "studio.settings")
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    os.environ.setdefault("LOG_LEVEL", "WARNING")
+    sys.path.insert(0, str(ROOT))
+    import django
+
+    django.setup()
+    from django.conf import settings
+    from django.core.management import call_command
+
+    from studio import embedded, search
+    from studio.auth import create_api_key
+
+    gunicorn = None
+    try:
+        if settings.STUDIO_METRIC != "cosine" or settings.STUDIO_EMBEDDING_DIM != DIM:
+            raise SystemExit("run with the default STUDIO_METRIC=cosine and STUDIO_EMBEDDING_DIM=384")
+        shared_buffers = set_shared_buffers(args.shared_buffers)
+        call_command("migrate", verbosity=0)
+        vectors, labels = generate_catalogue(objects)
+        load_seconds = ensure_catalogue(objects, vectors, labels, data_dir)
+        queries = make_queries(vectors, query_count)
+        copies = write_copies(vectors, queries)
+        truth = [exact_top(vectors, copies, query, K) for query in queries]
+
+        # The numpy reference must agree with the database's exact ranking.
+        mismatches = 0
+        for query, (ids, _) in list(zip(queries, truth, strict=True))[:5]:
+            hits = search.search_objects(query_vector=query.tolist(), user_id=USER, limit=K, exact=True).hits
+            mismatches += len(set(ids) - {h.object_id for h in hits})
+        if mismatches:
+            print(f"warning: numpy and SQL exact rankings differ in {mismatches} of 50 ids", file=sys.stderr)
+
+        _, key = create_api_key(name="bench-search", scopes=["search"])
+        env = dict(os.environ)
+        env.update(
+            DATABASE_URL=database_url(),
+            CELERY_BROKER_URL=settings.CELERY_BROKER_URL,
+            CACHE_URL=settings.CACHE_URL,
+            DEBUG="false",
+            PYTHONUNBUFFERED="1",
+        )
+        port = free_port()
+        gunicorn = start_gunicorn(port, env, data_dir / "gunicorn.log")
+        client = Client(port, key)
+
+        vector_bodies = [encode({"query_vector": q.tolist(), "user_id": USER, "limit": K}) for q in queries]
+        untracked_bodies = [
+            encode({"query_vector": q.tolist(), "user_id": USER, "limit": K, "track": False}) for q in queries
+        ]
+        text_bodies = [encode({"query": text, "user_id": USER, "limit": K}) for text in TEXT_QUERIES]
+        for body in vector_bodies[:20] + text_bodies * 2:  # warm-up: connections, caches, the text model
+            client.search(body)
+
+        recalls: list[float] = []
+        rounds = []
+        for run in range(runs):
+            sql = bare_sql_timings(database_url(), queries, USER)
+            vector, untracked, text = [], [], []
+            web_pids, db_pids = service_pids(gunicorn.pid, data_dir)
+            web_before, db_before = cpu_seconds(web_pids), cpu_seconds(db_pids)
+            for position, body in enumerate(vector_bodies):
+                elapsed, data = client.search(body)
+                vector.append(elapsed)
+                if run == 0:
+                    ids, kth = truth[position]
+                    got = data["results"]
+                    # ties at the boundary count as hits: a result as close as the k-th exact one is right
+                    hits = sum(1 for r in got if r["object_id"] in ids or r["distance"] <= kth + 1e-6)
+                    recalls.append(hits / K)
+            cpu_web = cpu_used(web_before, cpu_seconds(web_pids)) * 1000 / len(vector_bodies)
+            cpu_db = cpu_used(db_before, cpu_seconds(db_pids)) * 1000 / len(vector_bodies)
+            for body in untracked_bodies:
+                untracked.append(client.search(body)[0])
+            for body in text_bodies * 2:
+                text.append(client.search(body)[0])
+            figures = {
+                "sql_p50": statistics.median(sql),
+                "vector_p50": statistics.median(vector),
+                "vector_p95": percentile(vector, 95),
+                "untracked_p50": statistics.median(untracked),
+                "text_p50": statistics.median(text),
+                "cpu_ms_web": cpu_web,
+                "cpu_ms_db": cpu_db,
+            }
+            figures["ratio"] = figures["vector_p50"] / figures["sql_p50"]
+            rounds.append(figures)
+            print(f"round {run + 1}/{runs}: " + ", ".join(f"{k} {v:.2f}" for k, v in figures.items()), file=sys.stderr)
+
+        filters = filter_timings(queries) if args.filters else None
+
+        def median_of(name: str) -> float:
+            return round(statistics.median(r[name] for r in rounds), 2)
+
+        result = {
+            "objects": objects,
+            "p50_ms_vector": median_of("vector_p50"),
+            "p95_ms_vector": median_of("vector_p95"),
+            "p50_ms_text": median_of("text_p50"),
+            "recall_at_10": round(statistics.mean(recalls), 4),
+            "api_to_sql_ratio": median_of("ratio"),
+            "p50_ms_vector_untracked": median_of("untracked_p50"),
+            "p50_ms_sql": median_of("sql_p50"),
+            # CPU of gunicorn + PostgreSQL per tracked vector request: what p50 tends to on an idle machine
+            "cpu_ms_per_vector_request_web": median_of("cpu_ms_web"),
+            "cpu_ms_per_vector_request_db": median_of("cpu_ms_db"),
+            "personalized_copies": len(copies),
+            "ef_search": search.initial_ef_search(need=K),
+            "shared_buffers": shared_buffers,
+            "runs": runs,
+            "queries": len(queries),
+            "load_and_index_s": round(load_seconds, 1) if load_seconds is not None else None,
+        }
+        if filters:
+            result["filters"] = filters
+        print(json.dumps(result))
+        return 0
+    finally:
+        if gunicorn is not None:
+            stop_process(gunicorn)
+        embedded.stop_started()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
