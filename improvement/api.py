@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from django.db import transaction
 from drf_spectacular.utils import OpenApiParameter, extend_schema
+from kombu.exceptions import OperationalError as BrokerOperationalError
 from rest_framework import serializers, status
 from rest_framework.pagination import PageNumberPagination
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from improvement import selectors, services
-from improvement.models import ImprovementRun, RunTrigger
+from improvement.models import ImprovementRun, RunStatus, RunTrigger
 from studio.errors import ApiError
 from studio.serializers import ErrorSerializer, StrictSerializer
 
@@ -77,15 +78,26 @@ class RunListCreateApi(APIView):
 
     @extend_schema(
         request=InputSerializer,
-        responses={202: CreatedSerializer, 400: ErrorSerializer},
+        responses={202: CreatedSerializer, 400: ErrorSerializer, 503: ErrorSerializer},
         tags=["improvement"],
-        description="Queue an improvement run now (a Celery worker executes it); 202 with its id.",
+        description="Queue an improvement run now (a Celery worker executes it); 202 with its id, "
+        "503 when the broker cannot take it (the run is then recorded as failed, not left queued).",
     )
     def post(self, request):
         serializer = self.InputSerializer(data=request.data if request.data is not None else {})
         serializer.is_valid(raise_exception=True)
-        with transaction.atomic():
-            run = services.enqueue_run(trigger=RunTrigger.API)
+        run = None
+        try:
+            with transaction.atomic():  # the task is sent when this block commits
+                run = services.enqueue_run(trigger=RunTrigger.API)
+        except (BrokerOperationalError, ConnectionError) as exc:
+            if run is None:
+                raise
+            # The run committed, but the broker refused its task (sent on commit): no worker would ever start it.
+            services.finish_run(run_id=run.pk, status=RunStatus.FAILED, error=f"could not be queued: {exc}")
+            raise ApiError(
+                code="broker_unavailable", message="The task broker is unavailable; retry later.", status_code=503
+            ) from exc
         return Response({"id": run.pk, "status": run.status}, status=status.HTTP_202_ACCEPTED)
 
     @extend_schema(
