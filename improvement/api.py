@@ -107,6 +107,7 @@ class RunListCreateApi(APIView):
         ],
         responses={200: RunPageSerializer, 404: ErrorSerializer},
         tags=["improvement"],
+        operation_id="improvement_runs_list",
     )
     def get(self, request):
         paginator = RunPagination()
