@@ -11,7 +11,10 @@ Each measured run is one ``improvement.services.execute_run`` over all sessions 
 IMPROVEMENT_BATCH_SIZE, 10 iterations), after which the sessions are put back to pending. A first,
 unmeasured run creates the users' copies, so every measured run does the steady-state work of an
 accumulating service: read copies, adjust, update them. The adjuster-only figure is measured in the
-same process, right after, with ``benchmarks/adjuster_only.measure_adjuster`` on the same sizes.
+same process, right after, with ``benchmarks/adjuster_only.measure_adjuster`` on the same sizes;
+and the adjuster is timed once more on exactly the inputs of the last measured run (the database
+idle), which separates the pipeline's own cost from the difference in batch shape (per-user copies
+are more distinct parameters than the synthetic batches' shared objects).
 
     .venv/bin/python benchmarks/improve.py [--quick] [--runs 3] [--profile]
 
@@ -117,14 +120,20 @@ def repend() -> None:
             cursor.execute(f"VACUUM ANALYZE {table}")
 
 
-def one_run(*, profile_to: Path | None = None) -> dict:
-    """One full run over every ready session; its figures."""
-    from improvement import services
+def one_run(*, profile_to: Path | None = None, capture: list | None = None) -> dict:
+    """One full run over every ready session; its figures. ``capture`` collects the adjuster's inputs."""
+    from improvement import adjuster, services
     from improvement.models import RunTrigger
+
+    def recording_adjust(**kwargs):
+        capture.append(kwargs)
+        return adjuster.adjust(**kwargs)
 
     run = services.create_run(trigger=RunTrigger.COMMAND)
     started = time.perf_counter()
-    if profile_to is not None:
+    if capture is not None:
+        run = services.execute_run(run_id=run.pk, adjust=recording_adjust)
+    elif profile_to is not None:
         import cProfile
         import pstats
 
@@ -196,9 +205,10 @@ def main() -> int:
         warm = one_run()  # creates the copies (and warms torch); not measured
         print(f"warm-up run: {warm['sessions_per_s']:.0f} sessions/s {warm['stages']}", file=sys.stderr)
         runs = []
+        captured: list = []
         for number in range(args.runs):
             repend()
-            runs.append(one_run())
+            runs.append(one_run(capture=captured if number == args.runs - 1 else None))
             print(
                 f"run {number + 1}: {runs[-1]['sessions_per_s']:.0f} sessions/s in {runs[-1]['seconds']:.2f}s, "
                 f"stages {runs[-1]['stages']}",
@@ -217,6 +227,15 @@ def main() -> int:
             batch_size=settings.IMPROVEMENT_BATCH_SIZE,
             runs=args.runs,
         )
+        # The adjuster again on exactly the inputs of the last measured run, the database idle.
+        from improvement.adjuster import adjust
+
+        same_input_seconds = 0.0
+        for kwargs in captured:
+            mark = time.perf_counter()
+            adjust(**kwargs)
+            same_input_seconds += time.perf_counter() - mark
+        same_input_rate = sum(len(k["sessions"]) for k in captured) / max(same_input_seconds, 1e-9)
         e2e = statistics.median(r["sessions_per_s"] for r in runs)
         median_run = sorted(runs, key=lambda r: r["sessions_per_s"])[len(runs) // 2]
         figures = {
@@ -227,6 +246,9 @@ def main() -> int:
             "objects": objects,
             "batch_size": settings.IMPROVEMENT_BATCH_SIZE,
             "runs_e2e_sessions_per_s": [round(r["sessions_per_s"], 1) for r in runs],
+            "adjuster_same_inputs_sessions_per_s": round(same_input_rate, 1),
+            "ratio_same_inputs": round(e2e / same_input_rate, 3),
+            "in_pipeline_adjust_sessions_per_s": round(sessions / median_run["stages"].get("adjust", 1e-9), 1),
             "median_run_stage_seconds": median_run["stages"],
             "objects_personalized_per_run": median_run["objects_personalized"],
             "clicked_rank_before_after": median_run["clicked_rank"],

@@ -92,24 +92,7 @@ class BatchReport:
 
 def adjuster_params(**overrides) -> AdjusterParams:
     """The adjuster's parameters from settings (``IMPROVEMENT_*``, ``STUDIO_METRIC``)."""
-    factory = getattr(AdjusterParams, "from_settings", None)
-    if factory is not None:
-        return factory(**overrides)
-    # Until the adjuster module provides ``from_settings``.
-    values = {
-        "metric": settings.STUDIO_METRIC,
-        "lr": settings.IMPROVEMENT_LR,
-        "weight_decay": settings.IMPROVEMENT_WEIGHT_DECAY,
-        "iterations": settings.IMPROVEMENT_ITERATIONS,
-        "softmin_temperature": settings.IMPROVEMENT_SOFTMIN_TEMPERATURE,
-        "position_bias_eta": settings.IMPROVEMENT_POSITION_BIAS_ETA,
-        "max_drift": settings.IMPROVEMENT_MAX_DRIFT,
-        "renormalize": settings.IMPROVEMENT_RENORMALIZE,
-        "seed": settings.IMPROVEMENT_SEED,
-        "device": settings.IMPROVEMENT_DEVICE,
-    }
-    values.update(overrides)
-    return AdjusterParams(**values)
+    return AdjusterParams.from_settings(**overrides)
 
 
 def run_parameters(params: AdjusterParams) -> dict:

@@ -54,5 +54,8 @@ def improve(self, run_id: int | None = None) -> int | None:
             return None
         run_id = run.pk
     close_old_connections()  # a retry after the database went away starts on a fresh connection
+    if selectors.get_run(run_id=run_id) is None:
+        logger.warning("improvement run %s does not exist (deleted?); nothing to do", run_id)
+        return None
     services.execute_run(run_id=run_id)
     return run_id

@@ -155,6 +155,19 @@ def test_a_poison_session_fails_alone(world):
     assert set(PersonalizedObject.objects.values_list("user_id", flat=True)) == {"good"}
 
 
+def test_an_extreme_learning_rate_fails_sessions_and_writes_no_non_finite_vector(world, settings):
+    settings.IMPROVEMENT_LR = 1e38
+    settings.IMPROVEMENT_RENORMALIZE = False
+    settings.IMPROVEMENT_MAX_DRIFT = None
+    order = ranking(world["query"], None)
+    click(register(user_id="u", shown=order[:4], query_vector=world["query"]), order[3])
+    run = _run()
+    assert (run.claimed, run.used, run.failed) == (1, 0, 1)
+    session = Session.objects.get()
+    assert session.improvement_status == "failed" and "non-finite" in session.improvement_detail
+    assert not PersonalizedObject.objects.exists()
+
+
 def test_an_adjuster_error_is_isolated_to_the_session_causing_it(world):
     order = ranking(world["query"], None)
     poison = world["query"] * -1  # the injected fault below recognizes this query
