@@ -12,7 +12,7 @@ query vector (``track`` true, the default, and false), and the API with a text q
 medians over rounds. recall@10 compares the API's pages with the exact personalized ranking
 computed in numpy in the same run (checked against ``search_objects(exact=True)`` on a sample).
 ``--filters`` adds in-process timings of exact vs index paths for filters of several selectivities
-(the evidence for ``studio.search.EXACT_FILTER_MAX_MATCHES``).
+(the evidence for ``studio.search.exact_filter_threshold``).
 
 Targets (DESIGN §7, 2-core machine): p50 ≤ 15 ms with a query vector, recall@10 ≥ 0.95.
 Last line: ``{"objects", "p50_ms_vector", "p95_ms_vector", "p50_ms_text", "recall_at_10", "api_to_sql_ratio", …}``.
@@ -412,16 +412,17 @@ def filter_timings(queries: np.ndarray) -> dict[str, dict]:
     for key, value in (("tag", 7), ("cluster", 7), ("group", 7), ("bucket", 7)):
         matches = search._count_matching(filter_json=json.dumps({key: value}), cap=10**9)
         times: dict[str, list[float]] = {"exact": [], "index": []}
-        saved = search.EXACT_FILTER_MAX_MATCHES
+        saved = search.EXACT_FILTER_MIN_MATCHES, search.EXACT_FILTER_COST_RATIO
         try:
             for path in ("exact", "index"):
-                search.EXACT_FILTER_MAX_MATCHES = 10**9 if path == "exact" else 0
+                search.EXACT_FILTER_MIN_MATCHES = 10**9 if path == "exact" else 0
+                search.EXACT_FILTER_COST_RATIO = 0.0
                 for query in queries[:20]:
                     started = time.perf_counter()
                     search.search_objects(query_vector=query.tolist(), user_id=USER, limit=K, filter={key: value})
                     times[path].append((time.perf_counter() - started) * 1000)
         finally:
-            search.EXACT_FILTER_MAX_MATCHES = saved
+            search.EXACT_FILTER_MIN_MATCHES, search.EXACT_FILTER_COST_RATIO = saved
         report[f"{key}={value}"] = {
             "matches": matches,
             "exact_p50_ms": round(statistics.median(times["exact"]), 2),
@@ -568,7 +569,7 @@ def main() -> int:
             "load_and_index_s": round(load_seconds, 1) if load_seconds is not None else None,
         }
         if filters:
-            result["filters"] = filters
+            result["filters"] = {**filters, "exact_threshold_for_k10": search.exact_filter_threshold(need=K)}
         print(json.dumps(result))
         return 0
     finally:

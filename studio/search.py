@@ -32,10 +32,13 @@ METRIC_OPERATORS = {"cosine": "<=>", "dot": "<#>", "euclid": "<->"}
 
 # pgvector 0.6 caps hnsw.ef_search at 1000, and an HNSW scan returns at most ef_search rows.
 MAX_EF_SEARCH = 1000
-# A filter matching at most this many objects is answered exactly by scanning those objects:
-# measured on 100k × 384 (benchmarks/search.py --filters), scoring 2,000 objects exactly costs
-# about what an ANN search at ef_search 1000 does, and below it the exact scan is both cheaper and exact.
-EXACT_FILTER_MAX_MATCHES = 2000
+# A filter matching few objects is answered by scoring exactly those objects; otherwise the index
+# candidates are filtered, which needs ef_search ≈ 1.5 × need × objects / matches. Measured on
+# 100k × 384 (benchmarks/search.py --filters): an exact scan costs ~0.025 ms per matching object and
+# the filtered index path ~0.155 ms per unit of ef_search, so exact wins while
+# matches² < ~9 × need × objects (~3,000 matches for a page of 10 out of 100k).
+EXACT_FILTER_COST_RATIO = 9.0
+EXACT_FILTER_MIN_MATCHES = 500  # below this an exact scan is always cheap
 MAX_OFFSET = 1000
 MAX_LIMIT = 100
 MAX_FILTER_KEYS = 32
@@ -101,6 +104,12 @@ def initial_ef_search(*, need: int) -> int:
     return min(MAX_EF_SEARCH, max(settings.STUDIO_EF_SEARCH, 2 * need, wanted))
 
 
+def exact_filter_threshold(*, need: int) -> int:
+    """The most filter matches for which an exact scan of them beats filtering index candidates."""
+    objects, _parts = _catalogue_estimate()
+    return max(EXACT_FILTER_MIN_MATCHES, int(math.sqrt(EXACT_FILTER_COST_RATIO * need * objects)))
+
+
 def _count_matching(*, filter_json: str, cap: int) -> int:
     """How many originals match the filter, counting no further than ``cap``."""
     with connection.cursor() as cursor:
@@ -118,14 +127,18 @@ def _ranking_sql(*, op: str, personalized: bool, filtered: bool, exact: bool) ->
     """The ranking statement. Only fixed fragments and the metric's operator are formatted in;
     every value (vector, user, filter, limits) is a bound parameter."""
     if personalized:
+        # Per copy, its best part through the part index: cost follows this user's copies, not everyone's
+        # (a hash join would scan every user's parts).
         mine = f"""
         mine AS MATERIALIZED (
-            SELECT po.original_id AS oid, min(pp.vector {op} %(q)s::vector) AS d
+            SELECT po.original_id AS oid, best.d
             FROM studio_personalizedobject po
-            JOIN studio_personalizedpart pp ON pp.personalized_id = po.id
             {"JOIN studio_object mo ON mo.id = po.original_id AND mo.payload @> %(filter)s::jsonb" if filtered else ""}
-            WHERE po.user_id = %(user_id)s
-            GROUP BY po.original_id
+            CROSS JOIN LATERAL (
+                SELECT min(pp.vector {op} %(q)s::vector) AS d
+                FROM studio_personalizedpart pp WHERE pp.personalized_id = po.id
+            ) AS best
+            WHERE po.user_id = %(user_id)s AND best.d IS NOT NULL
         ),"""
         not_copied = "NOT EXISTS (SELECT 1 FROM mine m WHERE m.oid = {col})"
     else:
@@ -245,9 +258,10 @@ def search_objects(
     if filtered:
         params["filter"] = json.dumps(filter, sort_keys=True)
         if not exact:
-            matching = _count_matching(filter_json=params["filter"], cap=EXACT_FILTER_MAX_MATCHES + 1)
+            threshold = exact_filter_threshold(need=need)
+            matching = _count_matching(filter_json=params["filter"], cap=threshold + 1)
             meta["filter_matches_at_least"] = matching
-            exact = matching <= EXACT_FILTER_MAX_MATCHES
+            exact = matching <= threshold
 
     attempts = 0
     ef_search: int | None = None

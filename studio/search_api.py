@@ -140,4 +140,16 @@ class SearchApi(APIView):
         except SessionInvalid as exc:
             name = _SESSION_FIELD_NAMES.get(exc.field, exc.field)
             raise ApiError(code=exc.code, message=f"{name}: {exc.message}", fields={name: [exc.message]}) from None
-        return Response(self.OutputSerializer({"session_id": outcome.session_id, "results": outcome.hits}).data)
+        # Shaped as OutputSerializer documents it, built directly: the hits are already plain values.
+        results = [
+            {
+                "rank": hit.rank,
+                "object_id": hit.object_id,
+                "distance": hit.distance,
+                "score": hit.score,
+                "payload": hit.payload,
+                "personalized": hit.personalized,
+            }
+            for hit in outcome.hits
+        ]
+        return Response({"session_id": outcome.session_id, "results": results})

@@ -229,7 +229,8 @@ def test_non_selective_filter_through_the_index_still_fills_limit(vacuumed_index
     # vacuumed: the index returns exactly what it holds, so the refill path below is deterministic
     _genre_catalogue()
     # Force the index path (the catalogue is tiny) with a small first fetch so that refills are needed.
-    monkeypatch.setattr(search, "EXACT_FILTER_MAX_MATCHES", 3)
+    monkeypatch.setattr(search, "EXACT_FILTER_MIN_MATCHES", 3)
+    monkeypatch.setattr(search, "EXACT_FILTER_COST_RATIO", 0.0)
     settings.STUDIO_EF_SEARCH = 1
     want = ids(query_vector=at_angle(0), filter={"genre": "comedy"}, limit=12, exact=True)
     result = search.search_objects(query_vector=at_angle(0), filter={"genre": "comedy"}, limit=12)
