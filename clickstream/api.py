@@ -20,6 +20,8 @@ from studio.errors import ApiError
 from studio.serializers import ErrorSerializer, StrictSerializer, batch_items
 
 TAGS = ["clickstream"]
+# Every operation here needs a key with the ingest scope: 401 without a valid key, 403 without the scope.
+AUTH_ERRORS = {401: ErrorSerializer, 403: ErrorSerializer}
 
 
 def _invalid(exc: SessionInvalid) -> ApiError:
@@ -197,6 +199,7 @@ class SessionCreateApi(APIView):
             200: SessionOutputSerializer,
             400: ErrorSerializer,
             409: ErrorSerializer,
+            **AUTH_ERRORS,
         },
         tags=TAGS,
     )
@@ -241,7 +244,7 @@ class SessionBatchApi(APIView):
 
     @extend_schema(
         request=InputSerializer,
-        responses={200: OutputSerializer, 400: ErrorSerializer, 413: ErrorSerializer},
+        responses={200: OutputSerializer, 400: ErrorSerializer, 413: ErrorSerializer, **AUTH_ERRORS},
         tags=TAGS,
     )
     def post(self, request):
@@ -300,7 +303,7 @@ class SessionDetailApi(APIView):
 
     @extend_schema(
         parameters=[OpenApiParameter("vector", bool, description="Include the query vector.")],
-        responses={200: SessionOutputSerializer, 404: ErrorSerializer},
+        responses={200: SessionOutputSerializer, 404: ErrorSerializer, **AUTH_ERRORS},
         tags=TAGS,
     )
     def get(self, request, session_id: str):
@@ -321,7 +324,13 @@ class SessionEventsApi(APIView):
 
     @extend_schema(
         request=InputSerializer,
-        responses={200: EventsOutputSerializer, 400: ErrorSerializer, 404: ErrorSerializer, 413: ErrorSerializer},
+        responses={
+            200: EventsOutputSerializer,
+            400: ErrorSerializer,
+            404: ErrorSerializer,
+            413: ErrorSerializer,
+            **AUTH_ERRORS,
+        },
         tags=TAGS,
     )
     def post(self, request, session_id: str):
@@ -341,7 +350,7 @@ class EventsApi(APIView):
 
     @extend_schema(
         request=InputSerializer,
-        responses={200: EventsOutputSerializer, 400: ErrorSerializer, 413: ErrorSerializer},
+        responses={200: EventsOutputSerializer, 400: ErrorSerializer, 413: ErrorSerializer, **AUTH_ERRORS},
         tags=TAGS,
     )
     def post(self, request):
@@ -359,7 +368,7 @@ class SessionIrrelevantApi(APIView):
         is_irrelevant = serializers.BooleanField()
         improvement_status = serializers.CharField()
 
-    @extend_schema(request=None, responses={200: OutputSerializer, 404: ErrorSerializer}, tags=TAGS)
+    @extend_schema(request=None, responses={200: OutputSerializer, 404: ErrorSerializer, **AUTH_ERRORS}, tags=TAGS)
     def post(self, request, session_id: str):
         session = services.mark_irrelevant(session_id=session_id)
         if session is None:

@@ -15,6 +15,9 @@ from improvement.models import ImprovementRun, RunStatus, RunTrigger
 from studio.errors import ApiError
 from studio.serializers import ErrorSerializer, StrictSerializer
 
+# Every operation here needs a key with the admin scope: 401 without a valid key, 403 without the scope.
+AUTH_ERRORS = {401: ErrorSerializer, 403: ErrorSerializer}
+
 
 class RunOutputSerializer(serializers.ModelSerializer):
     """An improvement run as the API shows it (running totals stay internal)."""
@@ -78,7 +81,7 @@ class RunListCreateApi(APIView):
 
     @extend_schema(
         request=InputSerializer,
-        responses={202: CreatedSerializer, 400: ErrorSerializer, 503: ErrorSerializer},
+        responses={202: CreatedSerializer, 400: ErrorSerializer, 503: ErrorSerializer, **AUTH_ERRORS},
         tags=["improvement"],
         description="Queue an improvement run now (a Celery worker executes it); 202 with its id, "
         "503 when the broker cannot take it (the run is then recorded as failed, not left queued).",
@@ -105,7 +108,7 @@ class RunListCreateApi(APIView):
             OpenApiParameter("page", int, description="Page number (1-based)."),
             OpenApiParameter("page_size", int, description="Runs per page (default 20, at most 100)."),
         ],
-        responses={200: RunPageSerializer, 404: ErrorSerializer},
+        responses={200: RunPageSerializer, 404: ErrorSerializer, **AUTH_ERRORS},
         tags=["improvement"],
         operation_id="improvement_runs_list",
     )
@@ -120,7 +123,7 @@ class RunDetailApi(APIView):
 
     required_scope = "admin"
 
-    @extend_schema(responses={200: RunOutputSerializer, 404: ErrorSerializer}, tags=["improvement"])
+    @extend_schema(responses={200: RunOutputSerializer, 404: ErrorSerializer, **AUTH_ERRORS}, tags=["improvement"])
     def get(self, request, run_id: int):
         run = selectors.get_run(run_id=run_id)
         if run is None:
@@ -142,7 +145,12 @@ class UserForgetApi(APIView):
         personalized_objects = serializers.IntegerField()
         personalized_parts = serializers.IntegerField()
 
-    @extend_schema(responses={200: OutputSerializer, 400: ErrorSerializer}, tags=["users"])
+    @extend_schema(
+        responses={200: OutputSerializer, 400: ErrorSerializer, 404: ErrorSerializer, **AUTH_ERRORS},
+        tags=["users"],
+        description="Forget a user: sessions, shown results, events, improvement attempts, personalized copies. "
+        "404 only for a user_id the route cannot carry (a line break).",
+    )
     def delete(self, request, user_id: str):
         if len(user_id) > 256:
             raise ApiError(
