@@ -80,6 +80,15 @@ class ObjectUpsertApi(APIView):
         errors = serializers.ListField(child=ItemErrorSerializer())
 
     @extend_schema(
+        summary="Insert or replace objects",
+        description=(
+            "Each item is validated on its own: valid items are written (an existing object_id is replaced: "
+            "its parts, and with STUDIO_DROP_PERSONALIZED_ON_UPDATE its personalized copies, go), invalid ones "
+            "are listed in `errors` with their index, object_id, code and a message naming the field. "
+            "200 when at least one item was written; 400 with the error shape plus `upserted` and `errors` "
+            "when none was. 413 for more than STUDIO_MAX_OBJECTS_PER_REQUEST items or a body over "
+            "STUDIO_MAX_BODY_BYTES."
+        ),
         request=InputSerializer,
         responses={
             200: OutputSerializer,

@@ -37,7 +37,7 @@ def _checked(value: object, dim: int | None) -> np.ndarray:
     if len(items) != dim:
         raise InvalidVector(f"must have {dim} dimensions, got {len(items)}")
     # JSON numbers arrive as plain float/int: a set of their types settles them at C speed.
-    plain = isinstance(items, np.ndarray) or {type(item) for item in items} <= _PLAIN_NUMBER_TYPES
+    plain = isinstance(items, np.ndarray) or set(map(type, items)) <= _PLAIN_NUMBER_TYPES
     if not plain and not all(_is_number(item) for item in items):
         raise InvalidVector("must contain only numbers")
     try:
