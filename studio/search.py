@@ -5,11 +5,12 @@ and registers the session through ``clickstream.services`` when asked to.
 
 Ranking. An object's distance is the smallest distance over its parts under ``STUDIO_METRIC``
 (cosine ``<=>``: 1 − cos; dot ``<#>``: −q·p; euclid ``<->``: L2). Originals come from the HNSW
-index on ``studio_objectpart`` (``hnsw.ef_search`` set for this transaction only) and are then
-re-scored exactly over all of their parts; for a user, every one of that user's personalized
-copies is scored exactly (B-tree on ``user_id``) and stands in for its original. A payload filter
-matching few objects is answered by an exact scan of just those; otherwise the ANN candidates
-are filtered, fetching more until the page is full or falling back to an exact scan.
+index on ``studio_objectpart`` (``hnsw.ef_search`` set for this transaction only), and the page's
+originals are re-scored exactly over all of their parts; for a user, every one of that user's
+personalized copies is scored exactly (B-tree on ``user_id``, then the part index) and stands in
+for its original, whose index candidate is dropped. A payload filter matching few objects is
+answered by an exact scan of just those; otherwise the index candidates are filtered, fetching
+more until the page is full or falling back to an exact scan.
 """
 
 from __future__ import annotations
