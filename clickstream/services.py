@@ -19,7 +19,7 @@ import json
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from django.db import connection, transaction
 from django.utils import timezone
@@ -46,6 +46,7 @@ __all__ = [
     "forget_user",
     "mark_irrelevant",
     "mark_sessions_irrelevant",
+    "purge_expired_sessions",
     "record_events",
     "register_session",
     "register_sessions",
@@ -446,10 +447,31 @@ def forget_user(*, user_id: str) -> dict[str, int]:
 
 def delete_expired_sessions(*, older_than: datetime, limit: int = 10_000) -> dict[str, int]:
     """Delete up to ``limit`` sessions received before ``older_than`` (retention, ``CLICKSTREAM_RETENTION_DAYS``),
-    oldest first, with their results and events; call again until ``sessions`` is 0."""
+    oldest first, with their results and events; call again until ``sessions`` is 0.
+
+    Never mid-claim: a session an improvement run holds (``processing``) is left for a later pass,
+    and rows locked by a concurrent writer are skipped."""
     with transaction.atomic():
         return _delete_sessions(
-            "SELECT id FROM clickstream_session WHERE received_at < %s ORDER BY received_at LIMIT %s "
-            "FOR UPDATE SKIP LOCKED",
+            "SELECT id FROM clickstream_session WHERE received_at < %s AND improvement_status <> 'processing' "
+            "ORDER BY received_at LIMIT %s FOR UPDATE SKIP LOCKED",
             [older_than, limit],
         )
+
+
+def purge_expired_sessions(
+    *, retention_days: int, now: datetime | None = None, batch_size: int = 10_000, max_batches: int = 100
+) -> dict[str, int]:
+    """Retention: delete sessions (with results and events) received more than ``retention_days`` ago,
+    in batches of ``batch_size`` (each its own short transaction), at most ``max_batches`` per call so
+    that one pass stays bounded; the next periodic pass continues. Returns the totals deleted."""
+    older_than = (now or timezone.now()) - timedelta(days=retention_days)
+    totals = {"sessions": 0, "shown_results": 0, "events": 0, "batches": 0}
+    for _ in range(max_batches):
+        deleted = delete_expired_sessions(older_than=older_than, limit=batch_size)
+        if not deleted["sessions"]:
+            break
+        totals["batches"] += 1
+        for name in ("sessions", "shown_results", "events"):
+            totals[name] += deleted[name]
+    return totals
