@@ -244,3 +244,19 @@ def test_sweep_admits_only_settings_that_hold_on_every_view_and_data_set():
     assert score(tuning, "bold") > score(tuning, "defaults")
     tuning["b"]["deltas"]["defaults"]["seen"] = _interval(0.005)  # interval reaches below 0
     assert admissible(tuning, "defaults")[1] == ["b seen Δ low -0.0050 ≤ 0"]
+
+
+def test_sweep_keeps_the_defaults_unless_a_change_clearly_beats_them():
+    from improvement.evaluation.sweep import MIN_GAIN, choose
+
+    table = [
+        {"config": "defaults", "admissible": True, "score": 0.150},
+        {"config": "noise", "admissible": True, "score": 0.150 + MIN_GAIN / 2},
+        {"config": "harmful", "admissible": False, "score": 0.300},
+    ]
+    assert choose(table)["config"] == "defaults"
+    table.append({"config": "better", "admissible": True, "score": 0.150 + 2 * MIN_GAIN})
+    assert choose(table)["config"] == "better"
+    table[0]["admissible"] = False
+    table.pop()
+    assert choose(table)["config"] == "noise"  # defaults miss a target: the best admissible change

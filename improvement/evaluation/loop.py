@@ -140,6 +140,11 @@ def prepare(dataset: EvalDataset, *, progress: bool = True) -> dict[str, list[fl
     with connection.cursor() as cursor:
         cursor.execute("ANALYZE studio_object")
         cursor.execute("ANALYZE studio_objectpart")
+    # The selector sizes its index fetch (ef_search) from catalogue estimates cached per process; a new
+    # database (the sweep makes one per data set) must not inherit the previous one's, or ef_search
+    # changes when the cache expires mid-arm and rankings move for no reason (the guards then fail).
+    if hasattr(search, "_estimate_cache"):
+        search._estimate_cache = None
     return {qid: vector.astype(np.float64).tolist() for qid, vector in catalogue.query_vectors(dataset).items()}
 
 
