@@ -146,7 +146,7 @@ WITH expired AS (
     WHERE improvement_status = 'processing' AND lease_until < clock_timestamp()
     ORDER BY lease_until
     LIMIT %(limit)s
-    FOR UPDATE SKIP LOCKED  -- a row locked by a batch's write transaction is being finished: leave it
+    FOR NO KEY UPDATE SKIP LOCKED  -- a row locked by a batch's write transaction is being finished: leave it
 ), reaped AS (
     UPDATE clickstream_session s SET
         attempts = s.attempts + 1,
@@ -201,7 +201,7 @@ WITH busy AS (
       AND user_id NOT IN (SELECT user_id FROM busy)
     ORDER BY received_at
     LIMIT %(limit)s
-    FOR UPDATE SKIP LOCKED
+    FOR NO KEY UPDATE SKIP LOCKED
 ), claimed AS (
     UPDATE clickstream_session s SET improvement_status = 'processing', lease_until = %(lease)s
     FROM picked WHERE s.id = picked.id
@@ -387,7 +387,7 @@ _FENCE = """
 SELECT id, (improvement_status = 'processing' AND lease_until = %(lease)s AND lease_until > clock_timestamp())
 FROM clickstream_session WHERE id = ANY(%(ids)s::bigint[])
 ORDER BY id
-FOR UPDATE
+FOR NO KEY UPDATE  -- not FOR UPDATE: event inserts (FK checks take FOR KEY SHARE) must not wait on a batch
 """
 
 _FINISH_SESSIONS = """

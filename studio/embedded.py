@@ -74,8 +74,33 @@ def ensure_postgres(database: str = "studio") -> EmbeddedPostgres:
     server = pgserver.get_server(pgdata, cleanup_mode=None)
     info = server.get_postmaster_info()
     socket_dir = str(info.socket_dir)
+    if "postgres" in STARTED:
+        _tune(pgdata, socket_dir)
     _ensure_database(socket_dir, database)
     return EmbeddedPostgres(pgdata=pgdata, socket_dir=socket_dir)
+
+
+def _tune(pgdata: Path, socket_dir: str) -> None:
+    """Give the embedded server a buffer cache that holds a 100k-object catalogue's index and table.
+
+    initdb's 128MB makes HNSW searches read from the OS cache; the change needs one restart, done
+    once (``ALTER SYSTEM`` persists it in the data dir).
+    """
+    import psycopg
+
+    wanted = os.environ.get("STUDIO_EMBEDDED_PG_SHARED_BUFFERS", "512MB")
+    with psycopg.connect(host=socket_dir, user="postgres", dbname="postgres", autocommit=True) as conn:
+        current = conn.execute("SELECT setting::bigint * 8192 FROM pg_settings WHERE name = 'shared_buffers'")
+        current_bytes = current.fetchone()[0]
+        wanted_bytes = conn.execute("SELECT pg_size_bytes(%s)", [wanted]).fetchone()[0]
+        if current_bytes == wanted_bytes:
+            return
+        conn.execute(f"ALTER SYSTEM SET shared_buffers = '{int(wanted_bytes) // 1024}kB'")  # noqa: S608  an integer
+    from pgserver import pg_ctl
+
+    user = "pgserver" if os.geteuid() == 0 else None
+    # pg_ctl restart reuses the options the server was started with (socket dir, no TCP).
+    pg_ctl(["-w", "-m", "fast", "restart"], pgdata=pgdata, user=user, timeout=60)
 
 
 def _ensure_database(socket_dir: str, database: str) -> None:
