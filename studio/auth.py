@@ -4,17 +4,21 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import secrets
 import threading
 import time
 from dataclasses import dataclass
 from datetime import timedelta
 
+from django.conf import settings
 from django.utils import timezone
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from rest_framework import authentication, exceptions, permissions, throttling
 
 from studio.models import API_SCOPES, ApiKey
+
+logger = logging.getLogger(__name__)
 
 _KEY_PREFIX = "sk"
 _LAST_USED_GRANULARITY = timedelta(minutes=1)
@@ -156,7 +160,13 @@ class HasScope(permissions.BasePermission):
 
 
 class ApiKeyRateThrottle(throttling.SimpleRateThrottle):
-    """Requests per API key, counted in the shared cache (``STUDIO_THROTTLE_RATE``)."""
+    """Requests per API key (``STUDIO_THROTTLE_RATE``), counted in the shared Redis cache.
+
+    A fixed-window counter: one pipelined INCR + EXPIRE per request on a client kept for the
+    process (Django's cache API builds a Redis client per call and needs two round trips, which
+    cost as much as the request's INSERT). When the cache is unreachable the throttle fails open:
+    PostgreSQL is the source of truth and ingestion must go on without Redis.
+    """
 
     scope = "api_key"
 
@@ -165,3 +175,56 @@ class ApiKeyRateThrottle(throttling.SimpleRateThrottle):
         if not isinstance(principal, ApiKeyPrincipal):
             return None
         return self.cache_format % {"scope": self.scope, "ident": principal.key_id}
+
+    def allow_request(self, request, view) -> bool:
+        if self.rate is None:
+            return True
+        key = self.get_cache_key(request, view)
+        if key is None:
+            return True
+        client = _throttle_client()
+        if client is None:  # no Redis cache configured: DRF's own (per-process) bookkeeping
+            try:
+                return super().allow_request(request, view)
+            except Exception:  # noqa: BLE001  a broken cache must not fail the request
+                logger.warning("throttle cache unavailable; request allowed", exc_info=True)
+                return True
+        now = time.time()
+        window = int(now // self.duration)
+        redis_key = f"{settings.CACHES['default'].get('KEY_PREFIX', 'studio')}:{key}:{window}"
+        try:
+            pipe = client.pipeline(transaction=False)
+            pipe.incr(redis_key)
+            pipe.expire(redis_key, int(self.duration) + 1)
+            count, _ = pipe.execute()
+        except Exception:  # noqa: BLE001  fail open, see the class docstring
+            logger.warning("throttle cache unavailable; request allowed", exc_info=True)
+            return True
+        if count > self.num_requests:
+            self._retry_after = self.duration - (now - window * self.duration)
+            return False
+        return True
+
+    def wait(self) -> float | None:
+        return getattr(self, "_retry_after", None)
+
+
+_throttle_redis = None
+_throttle_redis_lock = threading.Lock()
+
+
+def _throttle_client():
+    """A process-wide redis-py client for the Redis cache, or None when the cache is not Redis."""
+    global _throttle_redis
+    cache = settings.CACHES["default"]
+    if cache["BACKEND"] != "django.core.cache.backends.redis.RedisCache":
+        return None
+    if _throttle_redis is None:
+        with _throttle_redis_lock:
+            if _throttle_redis is None:
+                import redis
+
+                _throttle_redis = redis.Redis.from_url(
+                    cache["LOCATION"], socket_timeout=0.5, socket_connect_timeout=0.5
+                )
+    return _throttle_redis
