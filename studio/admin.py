@@ -6,9 +6,9 @@ from urllib.parse import urlencode
 
 from django.contrib import admin
 from django.urls import reverse
-from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
+from studio.auth import revoke_api_keys
 from studio.models import ApiKey, Object, ObjectPart, PersonalizedObject, PersonalizedPart
 
 
@@ -180,5 +180,5 @@ class ApiKeyAdmin(admin.ModelAdmin):
 
     @admin.action(description="Revoke selected keys")
     def revoke(self, request, queryset) -> None:
-        count = queryset.filter(revoked_at__isnull=True).update(revoked_at=timezone.now())
+        count = revoke_api_keys(pks=list(queryset.values_list("pk", flat=True)))
         self.message_user(request, f"Revoked {count} key(s).")

@@ -35,7 +35,8 @@ class ObjectPart(models.Model):
     """One vector of an Object. The HNSW index on ``vector`` is created by migration 0002
     (its operator class follows ``STUDIO_METRIC`` at migrate time)."""
 
-    object = models.ForeignKey(Object, on_delete=models.CASCADE, related_name="parts")
+    # No separate FK index: the unique (object, index) index serves lookups by object.
+    object = models.ForeignKey(Object, on_delete=models.CASCADE, related_name="parts", db_index=False)
     index = models.PositiveSmallIntegerField()
     vector = VectorField(dimensions=settings.STUDIO_EMBEDDING_DIM)
     is_average = models.BooleanField(default=False)
@@ -52,7 +53,8 @@ class ObjectPart(models.Model):
 class PersonalizedObject(models.Model):
     """One user's adjusted copy of an Object; replaces the original in that user's searches only."""
 
-    original = models.ForeignKey(Object, on_delete=models.CASCADE, related_name="personalized")
+    # No separate FK index: the unique (original, user_id) index serves lookups by original.
+    original = models.ForeignKey(Object, on_delete=models.CASCADE, related_name="personalized", db_index=False)
     user_id = models.CharField(max_length=256)
     object_id = models.CharField(max_length=520, help_text='Display name: "{original.object_id}_{user_id}".')
     updated_at = models.DateTimeField(auto_now=True)
@@ -77,7 +79,8 @@ class PersonalizedObject(models.Model):
 class PersonalizedPart(models.Model):
     """A vector of a personalized copy. No ANN index: copies are read per user, exactly."""
 
-    personalized = models.ForeignKey(PersonalizedObject, on_delete=models.CASCADE, related_name="parts")
+    # No separate FK index: the unique (personalized, index) index serves lookups by copy.
+    personalized = models.ForeignKey(PersonalizedObject, on_delete=models.CASCADE, related_name="parts", db_index=False)
     index = models.PositiveSmallIntegerField()
     vector = VectorField(dimensions=settings.STUDIO_EMBEDDING_DIM)
     is_average = models.BooleanField(default=False)

@@ -1,7 +1,7 @@
 """Catalogue writes: upserting and deleting original Objects, writing personalized copies.
 
 Originals are written only here, and only by catalogue calls; improvement runs write
-personalized copies through ``write_personalized`` and never touch an original.
+personalized copies through ``studio.personalization`` and never touch an original.
 """
 
 from __future__ import annotations
