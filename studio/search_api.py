@@ -74,9 +74,13 @@ class SearchApi(APIView):
             if value is None:
                 return None
             try:
-                return validate_vector(value)
+                vector = validate_vector(value)
             except InvalidVector as exc:
                 raise serializers.ValidationError(str(exc)) from None
+            if settings.STUDIO_METRIC == "cosine" and not any(vector):
+                # Cosine distance to a zero vector is NaN: every result would be unrankable.
+                raise serializers.ValidationError("A zero vector has no direction (STUDIO_METRIC is cosine).")
+            return vector
 
         def validate_filter(self, value):
             if value is None:
