@@ -296,12 +296,6 @@ def _past(moment) -> bool:
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug (improvement.services.claim_batch): a session given back after a crash is claimed again "
-    "with its whole batch, so every session batched with a worker-killing one fails with it after "
-    "IMPROVEMENT_MAX_ATTEMPTS; fix: claim a session on its last attempt alone",
-)
 def test_a_poison_session_that_kills_its_worker_fails_alone_after_max_attempts(
     clicked_sessions, fault_worker, settings
 ):
