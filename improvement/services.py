@@ -773,4 +773,10 @@ def forget_user(*, user_id: str) -> dict[str, int]:
     counts = dict(forget_clickstream_user(user_id=user_id))
     counts["improvement_attempts"] = ImprovementAttempt.objects.filter(user_id=user_id).delete()[0]
     counts.update(personalization.delete_user_copies(user_id=user_id))
+    # A run narrowed to this user (the demo's "Improve now") names them in its parameters.
+    narrowed = list(ImprovementRun.objects.filter(parameters__user_id=user_id))
+    for run in narrowed:
+        run.parameters.pop("user_id", None)
+    ImprovementRun.objects.bulk_update(narrowed, ["parameters"])
+    counts["improvement_runs_redacted"] = len(narrowed)
     return counts

@@ -267,11 +267,6 @@ def test_delete_user_leaves_nothing_about_them_in_any_table(db, settings):
         assert cursor.fetchone() == (0, 0, 0)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug (improvement.services.forget_user): a run narrowed to a user (the demo's Improve now) keeps "
-    "parameters.user_id after DELETE /users/{user_id}; fix: drop that key from the user's runs there",
-)
 def test_delete_user_forgets_a_run_narrowed_to_them(db, settings):
     """The demo's "Improve now" records its user on the run; forgetting the user drops that too."""
     from improvement import services
