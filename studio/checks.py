@@ -119,11 +119,7 @@ def _index_opclass(cursor) -> str | None:
 def index_messages(*, opclass: str | None, metric: str, table_exists: bool) -> list[CheckMessage]:
     """Whether the HNSW index exists and its operator class matches ``STUDIO_METRIC``."""
     expected = HNSW_OPCLASS[metric]
-    rebuild = (
-        f'`python manage.py shell -c "from django.db import connection; '
-        f"connection.cursor().execute('DROP INDEX IF EXISTS {HNSW_INDEX}'); "
-        f'from studio.services import create_hnsw_index; create_hnsw_index()"`'
-    )
+    rebuild = "`python manage.py rebuild_index`"
     if not table_exists:
         return []
     if opclass is None:
