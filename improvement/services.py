@@ -198,7 +198,7 @@ WITH busy AS (
     SELECT id FROM clickstream_session
     WHERE improvement_status = 'pending' AND user_id IS NOT NULL AND received_at < %(before)s
       AND (%(user)s::text IS NULL OR user_id = %(user)s)
-      AND (attempts > 0) = %(retried)s
+      AND (attempts > 0 AND attempts + 1 >= %(max_attempts)s) = %(last_attempt)s
       AND user_id NOT IN (SELECT user_id FROM busy)
     ORDER BY received_at
     LIMIT %(limit)s
@@ -239,13 +239,22 @@ def claim_batch(
             "SELECT clock_timestamp(), clock_timestamp() + make_interval(secs => %s)", [float(lease_seconds)]
         )
         now, lease_until = cursor.fetchone()
-        params = {"before": received_before, "lease": lease_until, "run": run_id, "now": now, "user": user_id}
-        # A session given back after a crash may be what crashed its batch: it is retried alone, so a
-        # poison session fails by itself after IMPROVEMENT_MAX_ATTEMPTS and its batch-mates are learned.
-        cursor.execute(_CLAIM, {**params, "retried": True, "limit": 1})
+        params = {
+            "before": received_before,
+            "lease": lease_until,
+            "run": run_id,
+            "now": now,
+            "user": user_id,
+            "max_attempts": settings.IMPROVEMENT_MAX_ATTEMPTS,
+        }
+        # A session given back after a crash may be what crashed its batch. Its first retries go with a
+        # batch again (one crash costs one redo, and the redone batch learns exactly what the lost one
+        # would have); on its last attempt it is claimed alone, so a poison session fails by itself
+        # after IMPROVEMENT_MAX_ATTEMPTS and its batch-mates are learned.
+        cursor.execute(_CLAIM, {**params, "last_attempt": True, "limit": 1})
         rows = cursor.fetchall()
         if not rows:
-            cursor.execute(_CLAIM, {**params, "retried": False, "limit": batch_size})
+            cursor.execute(_CLAIM, {**params, "last_attempt": False, "limit": batch_size})
             rows = cursor.fetchall()
     if not rows:
         return None
