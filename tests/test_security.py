@@ -138,6 +138,8 @@ REVIEWED_DYNAMIC_SQL = {
     ("improvement/evaluation/database.py", "_admin_execute"): "psycopg sql.SQL with sql.Identifier "
     "(throwaway evaluation database name)",
     ("studio/embedded.py", "_ensure_database"): "psycopg sql.Identifier of the configured database name",
+    ("studio/embedded.py", "_tune"): "ALTER SYSTEM with an integer (kB) that pg_size_bytes computed from a bound "
+    "parameter",
     ("studio/migrations/0002_objectpart_hnsw_index.py", "drop_index"): "a constant index name",
     ("studio/personalization.py", "execute"): "a cursor wrapper forwarding its caller's statement unchanged",
     ("studio/search.py", "_run_ranking"): "_ranking_sql: fixed fragments and the metric operator from "
