@@ -9,8 +9,9 @@ from django.db.models import Count, Exists, IntegerField, OuterRef, Subquery, Va
 from django.db.models.functions import Coalesce
 from django.utils.functional import cached_property
 
-from clickstream import selectors, services
+from clickstream import services
 from clickstream.models import Event, Session, ShownResult
+from studio import db
 
 EXACT_COUNT_LIMIT = 10_000
 
@@ -23,7 +24,7 @@ class EstimatedCountPaginator(Paginator):
     def count(self) -> int:
         queryset = self.object_list
         if not queryset.query.where:
-            estimate = selectors.estimated_row_count(table=queryset.model._meta.db_table)
+            estimate = db.estimated_row_count(table=queryset.model._meta.db_table)
             if estimate > EXACT_COUNT_LIMIT:
                 return estimate
         return queryset.order_by()[:EXACT_COUNT_LIMIT].count()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from django.db import connection
 from django.db.models import Count, IntegerField, OuterRef, Subquery, Value
 from django.db.models.functions import Coalesce
 
@@ -77,11 +76,3 @@ def session_detail(*, session: Session, with_vector: bool = False) -> dict:
     data["event_count"] = Event.objects.filter(session=session).count()
     data["events"] = list(events)
     return data
-
-
-def estimated_row_count(*, table: str) -> int:
-    """Planner estimate of a table's rows (``pg_class.reltuples``): instant on any size, unlike COUNT(*)."""
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT reltuples::bigint FROM pg_class WHERE oid = to_regclass(%s)", [table])
-        row = cursor.fetchone()
-    return max(int(row[0]) if row and row[0] is not None else 0, 0)

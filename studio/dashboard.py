@@ -30,7 +30,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from clickstream.models import Event, ImprovementStatus, Session, ShownResult
-from studio import selectors
+from studio import db
 from studio.models import PersonalizedObject
 
 RUNS_SHOWN = 100
@@ -68,7 +68,7 @@ def event_rows(*, exact_up_to: int = EXACT_EVENT_COUNT_UP_TO) -> tuple[int, bool
         bounded = int(cursor.fetchone()[0])
     if bounded <= exact_up_to:
         return bounded, True
-    return max(selectors.estimated_row_count(table="clickstream_event"), bounded), False
+    return max(db.estimated_row_count(table="clickstream_event"), bounded), False
 
 
 def recent_user_ids(*, limit: int = 20, scan: int = 500) -> list[str]:

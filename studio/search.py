@@ -27,7 +27,7 @@ from django.conf import settings
 from django.db import connection, transaction
 
 from clickstream import services as clickstream_services  # studio → clickstream, per DESIGN §1
-from studio import embedding, selectors
+from studio import db, embedding
 
 METRIC_OPERATORS = {"cosine": "<=>", "dot": "<#>", "euclid": "<->"}
 
@@ -86,8 +86,8 @@ def _catalogue_estimate() -> tuple[int, int]:
     global _estimate_cache
     now = time.monotonic()
     if _estimate_cache is None or now - _estimate_cache[0] >= _ESTIMATE_TTL_SECONDS:
-        objects = selectors.estimated_row_count(table="studio_object")
-        parts = selectors.estimated_row_count(table="studio_objectpart")
+        objects = db.estimated_row_count(table="studio_object")
+        parts = db.estimated_row_count(table="studio_objectpart")
         _estimate_cache = (now, objects, parts)
     return _estimate_cache[1], _estimate_cache[2]
 

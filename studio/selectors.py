@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from django.db import connection
-
 from studio.models import Object, ObjectPart, PersonalizedObject
 
 
@@ -34,11 +32,3 @@ def object_summary(*, obj: Object, with_vectors: bool = False) -> dict:
             for part in object_parts(obj=obj)
         ]
     return data
-
-
-def estimated_row_count(*, table: str) -> int:
-    """Planner estimate of a table's rows (``pg_class.reltuples``): instant on any size, unlike COUNT(*)."""
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT reltuples::bigint FROM pg_class WHERE oid = to_regclass(%s)", [table])
-        row = cursor.fetchone()
-    return max(int(row[0]) if row and row[0] is not None else 0, 0)
