@@ -11,6 +11,7 @@ import json
 import math
 import re
 
+import numpy as np
 from django.conf import settings
 
 from studio import embedding, services
@@ -116,6 +117,12 @@ def parse_object_item(raw: object, index: int) -> services.ObjectInput | service
                 vectors.append(validate_vector_array(raw_vector))
             except InvalidVector as exc:
                 return error("invalid_vector", f"vectors[{position}]: {exc}")
+    if vectors is not None and settings.STUDIO_METRIC == "cosine":
+        # A zero vector has no direction: its cosine distance is NaN and would break every ranking.
+        for position, vector in enumerate(vectors):
+            if not np.any(vector):
+                name = "vector" if "vector" in given else f"vectors[{position}]"
+                return error("zero_vector", f"{name}: a zero vector has no direction (STUDIO_METRIC is cosine)")
     if vectors is None:
         if not text or not text.strip():
             return error("missing_vector", "one of text, vector or vectors is required")

@@ -62,18 +62,13 @@ def test_a_zero_query_vector_is_a_400_naming_the_field_not_a_500(make_client, se
         assert "query_vector" in response.json()["error"]["fields"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug (studio.validation / studio.search): POST /objects accepts a zero vector under the cosine "
-    "metric; its distance is NaN, so every search ranking it fails (500 untracked, 400 on its own score when "
-    "tracked). Fix: refuse zero vectors per item under cosine, or never rank NaN distances",
-)
 def test_a_zero_vector_in_the_catalogue_never_breaks_search(make_client, settings):
     dim = settings.STUDIO_EMBEDDING_DIM
     client = make_client("catalog", "search")
     objects = [{"object_id": "zero", "vector": [0.0] * dim}, {"object_id": "one", "vector": [1.0] + [0.0] * (dim - 1)}]
     loaded = client.post("/api/v1/objects", {"objects": objects}, format="json")
     assert loaded.status_code == 200
+    assert [(e["index"], e["code"]) for e in loaded.json()["errors"]] == [(0, "zero_vector")]
     for track in (True, False):
         response = client.post("/api/v1/search", {"query_vector": [1.0] * dim, "track": track}, format="json")
         assert response.status_code == 200, response.content
