@@ -20,6 +20,7 @@ from improvement.models import AttemptOutcome, ImprovementAttempt, ImprovementRu
 from improvement.schedule import PERIODIC_TASK_NAME, ensure_beat_schedule
 from studio.models import PersonalizedObject
 from tests.conftest import ROOT, subprocess_env
+from tests.helpers import WORKER_ENV, wait_for
 from tests.test_improvement_helpers import (
     assert_same_parts,
     click,
@@ -32,18 +33,6 @@ from tests.test_improvement_helpers import (
 )
 
 pytestmark = pytest.mark.slow
-
-WORKER_ENV = {"IMPROVEMENT_SETTLE_SECONDS": "0", "STUDIO_EMBEDDER": "none"}
-
-
-def wait_for(predicate, *, timeout: float = 120, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def finished(*run_ids):

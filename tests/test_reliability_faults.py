@@ -27,6 +27,9 @@ import numpy as np
 import pytest
 from django.db import transaction
 
+from tests import helpers
+from tests.helpers import WORKER_ENV
+
 FAULT_ENV = "STUDIO_FAULT_INJECT"
 POISON_QUERY = "poison: kills every worker that claims it"
 STAGES = ("after_claim", "after_compute", "during_write")
@@ -97,19 +100,12 @@ if os.environ.get(FAULT_ENV):
 
 # --- test support -----------------------------------------------------------------------------------
 
-WORKER_ENV = {"IMPROVEMENT_SETTLE_SECONDS": "0", "STUDIO_EMBEDDER": "none"}
 SHORT_LEASE = "10"  # above a cold worker's first batch (torch import), below the survivor's start-up
 
 
 def wait_for(predicate, *, timeout: float = 180, what: str = "condition"):
-    """Poll ``predicate`` until it is truthy (bounded)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+    """``tests.helpers.wait_for`` with a longer default: here workers die and others take over."""
+    return helpers.wait_for(predicate, timeout=timeout, what=what)
 
 
 class FaultWorker:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -27,28 +26,12 @@ import pytest
 import requests
 
 from tests.conftest import ROOT
+from tests.helpers import free_port, wait_for
 
 pytestmark = pytest.mark.slow
 
 DIM = 384
 RESULTS_PER_SESSION = 4
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_for(predicate, *, timeout: float = 120, what: str = "condition"):
-    """Poll ``predicate`` until it is truthy (bounded)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 class Stack:
@@ -126,7 +109,7 @@ class Stack:
 
     def start_web(self, **overrides: str) -> int:
         """gunicorn on a free loopback port with this stack's environment (plus ``overrides``)."""
-        port = _free_port()
+        port = free_port()
         log = (self.base / f"gunicorn-{port}.log").open("ab")
         web = subprocess.Popen(
             [sys.executable, "-m", "gunicorn", "studio.wsgi", "--bind", f"127.0.0.1:{port}"]
