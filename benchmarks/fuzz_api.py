@@ -15,9 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -27,6 +24,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:  # run as a script: only benchmarks/ is on the path
+    sys.path.insert(0, str(ROOT))
+from benchmarks import _stack  # noqa: E402
+
 DATA_DIR = ROOT / ".studio" / "bench-fuzz"
 ALL_SCOPES = "ingest,search,catalog,admin"
 
@@ -154,27 +155,6 @@ def print_reports(reports: list[OperationReport]) -> None:
 # --- standalone run ---------------------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _embedded(code: str) -> str:
-    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "CELERY_BROKER_URL", "CACHE_URL")}
-    env["STUDIO_DATA_DIR"] = str(DATA_DIR)
-    done = subprocess.run(
-        [sys.executable, "-c", f"from studio import embedded\n{code}"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=300,
-    )
-    return done.stdout
-
-
 def _seed_data(env: dict[str, str]) -> None:
     """A few objects and sessions so that some generated lookups find something."""
     code = """
@@ -201,9 +181,7 @@ def main() -> None:
     args = parser.parse_args()
     examples = 25 if args.quick else args.examples
 
-    shutil.rmtree(DATA_DIR, ignore_errors=True)
-    database_url = _embedded("print(embedded.postgres_url(embedded.ensure_postgres('studio'), 'studio'))").strip()
-    broker, cache = _embedded("r = embedded.ensure_redis(); print(r.url); print(r.cache_url)").split()
+    database_url, broker, cache = _stack.fresh_embedded_servers(DATA_DIR)
     env = {
         **os.environ,
         "DJANGO_SETTINGS_MODULE": "studio.settings",
@@ -216,18 +194,9 @@ def main() -> None:
     }
     web = None
     try:
-        subprocess.run([sys.executable, "manage.py", "migrate", "--no-input", "-v", "0"], cwd=ROOT, env=env, check=True)
-        out = subprocess.run(
-            [sys.executable, "manage.py", "create_api_key", "--name", "fuzz", "--scopes", ALL_SCOPES],
-            cwd=ROOT,
-            env=env,
-            check=True,
-            capture_output=True,
-            text=True,
-        ).stdout
-        key = out.split()[-1]
+        key = _stack.migrate_and_create_key(env, name="fuzz", scopes=ALL_SCOPES)
         _seed_data(env)
-        port = _free_port()
+        port = _stack.free_port()
         web = subprocess.Popen(
             [sys.executable, "-m", "gunicorn", "studio.wsgi", "--bind", f"127.0.0.1:{port}", "--workers", "2"]
             + ["--threads", "2", "--timeout", "120"],
@@ -258,10 +227,9 @@ def main() -> None:
             )
         )
     finally:
-        if web is not None and web.poll() is None:
-            os.killpg(web.pid, signal.SIGTERM)
-            web.wait(timeout=30)
-        _embedded("embedded.stop_redis(); embedded.stop_postgres()")
+        if web is not None:
+            _stack.stop_process(web)
+        _stack.stop_embedded_servers(DATA_DIR)
 
 
 if __name__ == "__main__":

@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import statistics
 import sys
 import time
@@ -37,6 +36,10 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:  # run as a script: only benchmarks/ is on the path
+    sys.path.insert(0, str(ROOT))
+from benchmarks import _stack  # noqa: E402
+
 DATA_DIR = ROOT / ".studio" / "bench-pipeline"
 DIM = 384
 RESULTS = 10
@@ -167,24 +170,11 @@ def main() -> int:
     args = parser.parse_args()
     sessions, objects = (2_000, 20_000) if args.quick else (10_000, 100_000)
 
-    os.environ["STUDIO_DATA_DIR"] = str(DATA_DIR)
-    os.environ.pop("DATABASE_URL", None)
-    os.environ.pop("CELERY_BROKER_URL", None)
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "studio.settings")
-    os.environ["HF_HUB_OFFLINE"] = "1"
+    embedded = _stack.fresh_embedded_in_process(DATA_DIR)
     os.environ["IMPROVEMENT_SETTLE_SECONDS"] = "0"
     os.environ["IMPROVEMENT_NEGATIVES"] = "all"  # the adjuster-only benchmark's shape
     os.environ["IMPROVEMENT_ITERATIONS"] = "10"
     os.environ["IMPROVEMENT_DEVICE"] = "cpu"
-    sys.path.insert(0, str(ROOT))
-    from studio import embedded
-
-    if embedded.postgres_running():
-        embedded.stop_postgres()
-    if embedded.redis_running():
-        embedded.stop_redis()
-    shutil.rmtree(DATA_DIR, ignore_errors=True)
-    DATA_DIR.mkdir(parents=True)
 
     import django
 

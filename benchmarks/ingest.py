@@ -18,41 +18,23 @@ import argparse
 import http.client
 import json
 import os
-import shutil
-import socket
 import statistics
-import subprocess
 import sys
 import threading
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from urllib.parse import quote
 
 ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:  # run as a script: only benchmarks/ is on the path
+    sys.path.insert(0, str(ROOT))
+from benchmarks import _stack  # noqa: E402
+
 DATA_DIR = ROOT / ".studio" / "bench-clickstream"
 RESULTS_PER_SESSION = 10
 EVENTS_PER_REQUEST = 1000
 SESSIONS_PER_BATCH = 500
-
-
-def free_port() -> int:
-    """A free TCP port on 127.0.0.1."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def database_url() -> str:
-    """DATABASE_URL of the database Django is connected to (for the gunicorn subprocess)."""
-    from django.db import connection
-
-    params = connection.settings_dict
-    host = quote(params["HOST"], safe="") if params["HOST"].startswith("/") else params["HOST"]
-    port = f":{params['PORT']}" if params.get("PORT") else ""
-    password = f":{params['PASSWORD']}" if params.get("PASSWORD") else ""
-    return f"postgres://{params['USER']}{password}@{host}{port}/{params['NAME']}"
 
 
 class Driver:
@@ -121,59 +103,6 @@ def session_item(session_id: str, user: int) -> dict:
 def encode(data: dict) -> bytes:
     """Compact JSON bytes."""
     return json.dumps(data, separators=(",", ":")).encode()
-
-
-def start_gunicorn(port: int, env: dict[str, str], workers: int, threads: int, log: Path) -> subprocess.Popen:
-    """gunicorn on 127.0.0.1:port, waiting until health answers."""
-    command = [
-        sys.executable,
-        "-m",
-        "gunicorn",
-        "studio.wsgi",
-        "--bind",
-        f"127.0.0.1:{port}",
-        "--workers",
-        str(workers),
-        "--threads",
-        str(threads),
-        "--worker-class",
-        "gthread",
-        "--keep-alive",
-        "30",
-        "--graceful-timeout",
-        "5",
-        "--log-level",
-        "warning",
-    ]
-    proc = subprocess.Popen(
-        command, cwd=ROOT, env=env, stdout=log.open("ab"), stderr=subprocess.STDOUT, start_new_session=True
-    )
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"gunicorn exited:\n{log.read_text()[-3000:]}")
-        try:
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
-            conn.request("GET", "/api/v1/health")
-            if conn.getresponse().status in (200, 503):
-                conn.close()
-                return proc
-        except OSError:
-            time.sleep(0.3)
-    raise SystemExit(f"gunicorn did not answer in 90 s:\n{log.read_text()[-3000:]}")
-
-
-def stop_process(proc: subprocess.Popen) -> None:
-    """SIGTERM the process group we started, then wait."""
-    import signal
-
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=10)
 
 
 PROFILED = {
@@ -265,27 +194,13 @@ def main() -> int:
     single_requests = 500 * scale
     health_requests = 500 * scale
 
-    os.environ["STUDIO_DATA_DIR"] = str(DATA_DIR)
-    for name in ("DATABASE_URL", "CELERY_BROKER_URL", "CACHE_URL"):
-        os.environ.pop(name, None)
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "studio.settings")
-    os.environ["HF_HUB_OFFLINE"] = "1"
-    sys.path.insert(0, str(ROOT))
-    from studio import embedded
-
-    if embedded.postgres_running():
-        embedded.stop_postgres()
-    if embedded.redis_running():
-        embedded.stop_redis()
-    shutil.rmtree(DATA_DIR, ignore_errors=True)
-    DATA_DIR.mkdir(parents=True)
+    embedded = _stack.fresh_embedded_in_process(DATA_DIR)
 
     import django
 
     gunicorn = None
     try:
         django.setup()
-        from django.conf import settings
         from django.core.management import call_command
         from django.db import connection
 
@@ -293,17 +208,15 @@ def main() -> int:
 
         call_command("migrate", verbosity=0)
         _, key = create_api_key(name="bench-ingest", scopes=["ingest"])
-        env = dict(os.environ)
-        env.update(
-            DATABASE_URL=database_url(),
-            CELERY_BROKER_URL=settings.CELERY_BROKER_URL,
-            CACHE_URL=settings.CACHE_URL,
+        env = _stack.gunicorn_env(
             STUDIO_THROTTLE_RATE="1000000/s",  # measure ingestion, not the throttle's refusals
             DATABASE_CONN_MAX_AGE="600",
             LOG_LEVEL="WARNING",
         )
-        port = free_port()
-        gunicorn = start_gunicorn(port, env, args.workers, args.threads, DATA_DIR / "gunicorn.log")
+        port = _stack.free_port()
+        gunicorn = _stack.start_gunicorn(
+            port, env, DATA_DIR / "gunicorn.log", workers=args.workers, threads=args.threads
+        )
         driver = Driver(port, key, args.concurrency)
         print(
             f"gunicorn {args.workers} workers × {args.threads} threads on 127.0.0.1:{port}; "
@@ -403,7 +316,7 @@ def main() -> int:
         }
     finally:
         if gunicorn is not None:
-            stop_process(gunicorn)
+            _stack.stop_process(gunicorn)
         from django.db import connections
 
         connections.close_all()

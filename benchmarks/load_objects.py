@@ -14,13 +14,16 @@ import argparse
 import io
 import json
 import os
-import shutil
 import statistics
 import sys
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:  # run as a script: only benchmarks/ is on the path
+    sys.path.insert(0, str(ROOT))
+from benchmarks import _stack  # noqa: E402
+
 DATA_DIR = ROOT / ".studio" / "bench-foundation"
 
 
@@ -82,20 +85,7 @@ def main() -> int:
     rows = args.rows or (10_000 if args.quick else 100_000)
 
     # Own embedded servers, fresh every run; the settings module starts them on import.
-    os.environ["STUDIO_DATA_DIR"] = str(DATA_DIR)
-    os.environ.pop("DATABASE_URL", None)
-    os.environ.pop("CELERY_BROKER_URL", None)
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "studio.settings")
-    os.environ["HF_HUB_OFFLINE"] = "1"
-    sys.path.insert(0, str(ROOT))
-    from studio import embedded
-
-    if embedded.postgres_running():
-        embedded.stop_postgres()
-    if embedded.redis_running():
-        embedded.stop_redis()
-    shutil.rmtree(DATA_DIR, ignore_errors=True)
-    DATA_DIR.mkdir(parents=True)
+    embedded = _stack.fresh_embedded_in_process(DATA_DIR)
 
     import django
 

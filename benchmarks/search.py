@@ -24,18 +24,18 @@ import argparse
 import http.client
 import json
 import os
-import signal
-import socket
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
-from urllib.parse import quote
 
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:  # run as a script: only benchmarks/ is on the path
+    sys.path.insert(0, str(ROOT))
+from benchmarks import _stack  # noqa: E402
+
 DATA_ROOT = ROOT / ".studio" / "bench-search"
 DIM = 384
 CLUSTERS = 200
@@ -64,24 +64,6 @@ TEXT_QUERIES = [
     "time travel paradox science fiction",
     "nature film about arctic wolves",
 ]
-
-
-def free_port() -> int:
-    """A free TCP port on 127.0.0.1."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def database_url() -> str:
-    """DATABASE_URL of the database Django is connected to (for gunicorn and the bare-SQL baseline)."""
-    from django.db import connection
-
-    params = connection.settings_dict
-    host = quote(params["HOST"], safe="") if params["HOST"].startswith("/") else params["HOST"]
-    port = f":{params['PORT']}" if params.get("PORT") else ""
-    password = f":{params['PASSWORD']}" if params.get("PASSWORD") else ""
-    return f"postgres://{params['USER']}{password}@{host}{port}/{params['NAME']}"
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -265,57 +247,6 @@ def service_pids(gunicorn_pid: int, data_dir: Path) -> tuple[list[int], list[int
 # --- servers and clients --------------------------------------------------------------------------
 
 
-def start_gunicorn(port: int, env: dict[str, str], log: Path) -> subprocess.Popen:
-    """gunicorn (2 gthread workers, as in the Procfile) on 127.0.0.1:port, waiting until health answers."""
-    command = [
-        sys.executable,
-        "-m",
-        "gunicorn",
-        "studio.wsgi",
-        "--bind",
-        f"127.0.0.1:{port}",
-        "--workers",
-        "2",
-        "--threads",
-        "4",
-        "--worker-class",
-        "gthread",
-        "--keep-alive",
-        "30",
-        "--graceful-timeout",
-        "5",
-        "--log-level",
-        "warning",
-    ]
-    proc = subprocess.Popen(
-        command, cwd=ROOT, env=env, stdout=log.open("ab"), stderr=subprocess.STDOUT, start_new_session=True
-    )
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"gunicorn exited:\n{log.read_text()[-3000:]}")
-        try:
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
-            conn.request("GET", "/api/v1/health")
-            if conn.getresponse().status in (200, 503):
-                conn.close()
-                return proc
-        except OSError:
-            time.sleep(0.3)
-    raise SystemExit(f"gunicorn did not answer in 120 s:\n{log.read_text()[-3000:]}")
-
-
-def stop_process(proc: subprocess.Popen) -> None:
-    """SIGTERM the process group we started, then wait."""
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=10)
-
-
 class Client:
     """One keep-alive connection, one request at a time (latency, not throughput)."""
 
@@ -458,7 +389,6 @@ def main() -> int:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "studio.settings")
     os.environ["HF_HUB_OFFLINE"] = "1"
     os.environ.setdefault("LOG_LEVEL", "WARNING")
-    sys.path.insert(0, str(ROOT))
     import django
 
     django.setup()
@@ -489,16 +419,9 @@ def main() -> int:
             print(f"warning: numpy and SQL exact rankings differ in {mismatches} of 50 ids", file=sys.stderr)
 
         _, key = create_api_key(name="bench-search", scopes=["search"])
-        env = dict(os.environ)
-        env.update(
-            DATABASE_URL=database_url(),
-            CELERY_BROKER_URL=settings.CELERY_BROKER_URL,
-            CACHE_URL=settings.CACHE_URL,
-            DEBUG="false",
-            PYTHONUNBUFFERED="1",
-        )
-        port = free_port()
-        gunicorn = start_gunicorn(port, env, data_dir / "gunicorn.log")
+        env = _stack.gunicorn_env(DEBUG="false", PYTHONUNBUFFERED="1")
+        port = _stack.free_port()
+        gunicorn = _stack.start_gunicorn(port, env, data_dir / "gunicorn.log", wait_s=120)
         client = Client(port, key)
 
         vector_bodies = [encode({"query_vector": q.tolist(), "user_id": USER, "limit": K}) for q in queries]
@@ -512,7 +435,7 @@ def main() -> int:
         recalls: list[float] = []
         rounds = []
         for run in range(runs):
-            sql = bare_sql_timings(database_url(), queries, USER)
+            sql = bare_sql_timings(_stack.database_url(), queries, USER)
             vector, untracked, text = [], [], []
             web_pids, db_pids = service_pids(gunicorn.pid, data_dir)
             web_before, db_before = cpu_seconds(web_pids), cpu_seconds(db_pids)
@@ -574,7 +497,7 @@ def main() -> int:
         return 0
     finally:
         if gunicorn is not None:
-            stop_process(gunicorn)
+            _stack.stop_process(gunicorn)
         embedded.stop_started()
 
 

@@ -26,9 +26,7 @@ import http.client
 import json
 import os
 import random
-import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -40,19 +38,16 @@ from pathlib import Path
 from urllib.parse import unquote, urlparse
 
 ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:  # run as a script: only benchmarks/ is on the path
+    sys.path.insert(0, str(ROOT))
+from benchmarks import _stack  # noqa: E402
+
 DATA_DIR = ROOT / ".studio" / "bench-soak"
 DIM = 384
 USERS = 200
 RESULTS = 10
 SESSIONS_PER_BATCH = 50
 RUN_EVERY_SECONDS = 5.0
-
-
-def free_port() -> int:
-    """A free TCP port on 127.0.0.1."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -203,22 +198,6 @@ def improve_loop(client: Client, deadline: float, runs: list[int]) -> None:
 # --- the stack -----------------------------------------------------------------------------------------
 
 
-def embedded(code: str) -> str:
-    """Run ``studio.embedded`` code with this benchmark's data dir (never another session's)."""
-    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "CELERY_BROKER_URL", "CACHE_URL")}
-    env["STUDIO_DATA_DIR"] = str(DATA_DIR)
-    done = subprocess.run(
-        [sys.executable, "-c", f"from studio import embedded\n{code}"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=300,
-    )
-    return done.stdout
-
-
 def sql(database_url: str, query: str) -> list[tuple]:
     import psycopg
 
@@ -245,9 +224,7 @@ def main() -> None:
     seconds = args.seconds or (20.0 if args.quick else 120.0)
     objects = args.objects or (2000 if args.quick else 5000)
 
-    shutil.rmtree(DATA_DIR, ignore_errors=True)
-    database_url = embedded("print(embedded.postgres_url(embedded.ensure_postgres('studio'), 'studio'))").strip()
-    broker, cache = embedded("r = embedded.ensure_redis(); print(r.url); print(r.cache_url)").split()
+    database_url, broker, cache = _stack.fresh_embedded_servers(DATA_DIR)
     env = {
         **os.environ,
         "DJANGO_SETTINGS_MODULE": "studio.settings",
@@ -262,25 +239,8 @@ def main() -> None:
     }
     processes: list[subprocess.Popen] = []
     try:
-        subprocess.run([sys.executable, "manage.py", "migrate", "--no-input", "-v", "0"], cwd=ROOT, env=env, check=True)
-        out = subprocess.run(
-            [
-                sys.executable,
-                "manage.py",
-                "create_api_key",
-                "--name",
-                "soak",
-                "--scopes",
-                "ingest,search,catalog,admin",
-            ],
-            cwd=ROOT,
-            env=env,
-            check=True,
-            capture_output=True,
-            text=True,
-        ).stdout
-        key = out.split()[-1]
-        port = free_port()
+        key = _stack.migrate_and_create_key(env, name="soak", scopes="ingest,search,catalog,admin")
+        port = _stack.free_port()
         processes.append(
             subprocess.Popen(
                 [sys.executable, "-m", "gunicorn", "studio.wsgi", "--bind", f"127.0.0.1:{port}"]
@@ -417,7 +377,7 @@ def main() -> None:
                 proc.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
-        embedded("embedded.stop_redis(); embedded.stop_postgres()")
+        _stack.stop_embedded_servers(DATA_DIR)
 
 
 if __name__ == "__main__":
