@@ -88,7 +88,7 @@ def test_metric_mismatch_names_both_operator_classes(db, settings):
     assert [m.id for m in messages] == ["studio.E004"]
     assert checks.HNSW_OPCLASS[metric] in messages[0].msg
     assert checks.HNSW_OPCLASS[settings.STUDIO_METRIC] in messages[0].msg
-    assert "create_hnsw_index" in messages[0].hint
+    assert "rebuild_index" in messages[0].hint
 
 
 def test_missing_hnsw_index_is_a_warning(db):
