@@ -75,8 +75,9 @@ class AttemptOutcome(models.TextChoices):
 class ImprovementAttempt(models.Model):
     """One claim of one session by one run: the audit trail that proves no session is processed twice.
 
-    ``session`` carries no database constraint: clickstream deletes sessions with plain SQL (user
-    deletion, retention), and attempts must not block that; ``forget_user`` deletes them by ``user_id``.
+    ``session`` is not a Django-managed constraint: clickstream deletes sessions with plain SQL (user
+    deletion, retention) and knows nothing of attempts; migration 0004 adds an ``ON DELETE CASCADE``
+    foreign key so PostgreSQL removes a session's attempts with it.
     """
 
     session = models.ForeignKey(

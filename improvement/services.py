@@ -779,8 +779,10 @@ def forget_user(*, user_id: str) -> dict[str, int]:
     """
     from clickstream.services import forget_user as forget_clickstream_user
 
+    # Attempts go with their sessions (ON DELETE CASCADE, migration 0004): count them first to report them.
+    attempts = ImprovementAttempt.objects.filter(user_id=user_id).count()
     counts = dict(forget_clickstream_user(user_id=user_id))
-    counts["improvement_attempts"] = ImprovementAttempt.objects.filter(user_id=user_id).delete()[0]
+    counts["improvement_attempts"] = attempts + ImprovementAttempt.objects.filter(user_id=user_id).delete()[0]
     counts.update(personalization.delete_user_copies(user_id=user_id))
     # A run narrowed to this user (the demo's "Improve now") names them in its parameters.
     narrowed = list(ImprovementRun.objects.filter(parameters__user_id=user_id))

@@ -84,3 +84,23 @@ def test_a_migration_schedules_the_task_hourly(db):
     assert (task.interval.every, task.interval.period) == (3600, "seconds")
     app.loader.import_default_modules()
     assert RETENTION_TASK_NAME in app.tasks
+
+
+def test_retention_takes_the_improvement_attempts_of_purged_sessions(db):
+    """Attempts of a purged session go with it (``ON DELETE CASCADE``): retention leaves no orphaned audit rows."""
+    from improvement.models import ImprovementAttempt, ImprovementRun, RunTrigger
+
+    old, recent = aged(clicked_session("old-attempted"), 40), clicked_session("new-attempted")
+    run = ImprovementRun.objects.create(trigger=RunTrigger.API)
+    for session in (old, recent):
+        ImprovementAttempt.objects.create(
+            session=session,
+            user_id=session.user_id,
+            run=run,
+            claimed_at=timezone.now(),
+            lease_until=timezone.now(),
+            outcome="done",
+        )
+
+    assert services.purge_expired_sessions(retention_days=30)["sessions"] == 1
+    assert list(ImprovementAttempt.objects.values_list("session_id", flat=True)) == [recent.pk]
