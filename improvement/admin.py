@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from django.contrib import admin, messages
-from django.db import transaction
 from django.http import HttpResponseNotAllowed, HttpResponseRedirect
 from django.urls import path, reverse
 from django.utils.html import format_html
@@ -13,8 +12,13 @@ from improvement.models import ImprovementAttempt, ImprovementRun, RunTrigger
 
 
 def _enqueue_from_admin(request, model_admin) -> None:
-    with transaction.atomic():
-        run = services.enqueue_run(trigger=RunTrigger.ADMIN)
+    try:
+        run = services.queue_run(trigger=RunTrigger.ADMIN)
+    except services.BrokerUnavailable as exc:
+        model_admin.message_user(
+            request, f"The task broker is unavailable; the run was not queued ({exc}).", messages.ERROR
+        )
+        return
     url = reverse("admin:improvement_improvementrun_change", args=[run.pk])
     model_admin.message_user(
         request, format_html('Run <a href="{}">{}</a> queued; a worker starts it.', url, run.pk), messages.SUCCESS

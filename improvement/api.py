@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-from django.db import transaction
 from drf_spectacular.utils import OpenApiParameter, extend_schema
-from kombu.exceptions import OperationalError as BrokerOperationalError
 from rest_framework import serializers, status
 from rest_framework.pagination import PageNumberPagination
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from improvement import selectors, services
-from improvement.models import ImprovementRun, RunStatus, RunTrigger
+from improvement.models import ImprovementRun, RunTrigger
 from studio.errors import ApiError
 from studio.serializers import ErrorSerializer, StrictSerializer
 
@@ -89,15 +87,9 @@ class RunListCreateApi(APIView):
     def post(self, request):
         serializer = self.InputSerializer(data=request.data if request.data is not None else {})
         serializer.is_valid(raise_exception=True)
-        run = None
         try:
-            with transaction.atomic():  # the task is sent when this block commits
-                run = services.enqueue_run(trigger=RunTrigger.API)
-        except (BrokerOperationalError, ConnectionError) as exc:
-            if run is None:
-                raise
-            # The run committed, but the broker refused its task (sent on commit): no worker would ever start it.
-            services.finish_run(run_id=run.pk, status=RunStatus.FAILED, error=f"could not be queued: {exc}")
+            run = services.queue_run(trigger=RunTrigger.API)
+        except services.BrokerUnavailable as exc:
             raise ApiError(
                 code="broker_unavailable", message="The task broker is unavailable; retry later.", status_code=503
             ) from exc

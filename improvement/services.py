@@ -125,6 +125,28 @@ def enqueue_run(*, trigger: str) -> ImprovementRun:
     return run
 
 
+class BrokerUnavailable(Exception):
+    """The broker refused a run's task: the run is recorded failed, not left queued forever."""
+
+
+def queue_run(*, trigger: str) -> ImprovementRun:
+    """Create a run and hand it to a Celery worker now (call outside a transaction: the task is sent
+    on commit). Raises BrokerUnavailable, with the run marked failed, when the broker refuses it."""
+    from kombu.exceptions import OperationalError as BrokerOperationalError
+
+    run = None
+    try:
+        with transaction.atomic():
+            run = enqueue_run(trigger=trigger)
+    except (BrokerOperationalError, ConnectionError) as exc:
+        if run is None:
+            raise
+        # The run committed, but its task was never queued: no worker would ever start it.
+        finish_run(run_id=run.pk, status=RunStatus.FAILED, error=f"could not be queued: {exc}")
+        raise BrokerUnavailable(str(exc)) from exc
+    return run
+
+
 def run_for_beat(*, task_id: str) -> ImprovementRun | None:
     """The run of a beat-started task: the one this task created before (a retry), else a new one,
     or None when there is nothing to do (no ready session, no expired lease), so an idle service
