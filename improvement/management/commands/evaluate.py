@@ -10,16 +10,17 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
 from improvement.evaluation import loop
 
 
 def default_out(dataset: str) -> Path:
-    """``reports/movielens``, ``reports/<folder>`` for ``beir:PATH``."""
+    """``STUDIO_REPORTS_DIR/movielens``, ``STUDIO_REPORTS_DIR/<folder>`` for ``beir:PATH`` (the dashboard reads it)."""
     if dataset.startswith("beir:"):
-        return Path("reports") / (Path(dataset.removeprefix("beir:")).resolve().name or "beir")
-    return Path("reports") / dataset
+        return Path(settings.STUDIO_REPORTS_DIR) / (Path(dataset.removeprefix("beir:")).resolve().name or "beir")
+    return Path(settings.STUDIO_REPORTS_DIR) / dataset
 
 
 def parse_override(text: str) -> tuple[str, object]:
@@ -67,7 +68,11 @@ class Command(BaseCommand):
             help="override an IMPROVEMENT_* setting for the studio and oracle arms, e.g. --set lr=0.003",
         )
         parser.add_argument("--sweep", action="store_true", help="choose the defaults on both development data sets")
-        parser.add_argument("--out", default=None, help="output folder (default reports/<dataset>, reports/sweep)")
+        parser.add_argument(
+            "--out",
+            default=None,
+            help="output folder (default STUDIO_REPORTS_DIR/<dataset> or …/sweep, read by the dashboard)",
+        )
         parser.add_argument("--no-progress", action="store_true")
 
     def handle(self, *args, **options):
@@ -111,7 +116,7 @@ class Command(BaseCommand):
     def _sweep(self, options, progress: bool) -> None:
         from improvement.evaluation.sweep import SWEEP_DATASETS, run_sweep, sweep_markdown
 
-        out = Path(options["out"]) if options["out"] else Path("reports") / "sweep"
+        out = Path(options["out"]) if options["out"] else Path(settings.STUDIO_REPORTS_DIR) / "sweep"
         users = dict.fromkeys(SWEEP_DATASETS, options["users"]) if options["users"] else None
         result = run_sweep(
             users=users,
