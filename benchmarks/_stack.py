@@ -22,7 +22,6 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from urllib.parse import quote
 
 ROOT = Path(__file__).resolve().parent.parent
 # Variables that would point a benchmark at servers other than its own.
@@ -64,13 +63,9 @@ def fresh_embedded_in_process(data_dir: Path):
 
 def database_url() -> str:
     """DATABASE_URL of the database Django is connected to (for gunicorn and bare-SQL baselines)."""
-    from django.db import connection
+    from studio import db
 
-    params = connection.settings_dict
-    host = quote(params["HOST"], safe="") if params["HOST"].startswith("/") else params["HOST"]
-    port = f":{params['PORT']}" if params.get("PORT") else ""
-    password = f":{params['PASSWORD']}" if params.get("PASSWORD") else ""
-    return f"postgres://{params['USER']}{password}@{host}{port}/{params['NAME']}"
+    return db.database_url()
 
 
 def gunicorn_env(**extra: str) -> dict[str, str]:

@@ -12,6 +12,7 @@ from django.utils.functional import cached_property
 from clickstream import services
 from clickstream.models import Event, Session, ShownResult
 from studio import db
+from studio.vectors import short_vector
 
 EXACT_COUNT_LIMIT = 10_000
 
@@ -28,14 +29,6 @@ class EstimatedCountPaginator(Paginator):
             if estimate > EXACT_COUNT_LIMIT:
                 return estimate
         return queryset.order_by()[:EXACT_COUNT_LIMIT].count()
-
-
-def short_vector(vector, shown: int = 6) -> str:
-    """The first few coordinates of a vector, for display."""
-    if vector is None:
-        return "—"
-    values = [f"{float(x):.3f}" for x in vector[:shown]]
-    return f"[{', '.join(values)}, … ({len(vector)} dims)]"
 
 
 class ShownResultInline(admin.TabularInline):

@@ -10,14 +10,7 @@ from django.utils.html import format_html, format_html_join
 
 from studio.auth import revoke_api_keys
 from studio.models import ApiKey, Object, ObjectPart, PersonalizedObject, PersonalizedPart
-
-
-def short_vector(vector, shown: int = 6) -> str:
-    """The first few coordinates of a vector, for display."""
-    if vector is None:
-        return "—"
-    values = [f"{float(x):.3f}" for x in vector[:shown]]
-    return f"[{', '.join(values)}, … ({len(vector)} dims)]"
+from studio.vectors import short_vector
 
 
 class ObjectPartInline(admin.TabularInline):

@@ -59,3 +59,11 @@ def validate_vector_array(value: object, *, dim: int | None = None) -> np.ndarra
 def validate_vector(value: object, *, dim: int | None = None) -> list[float]:
     """Return ``value`` as a list of floats, or raise InvalidVector naming what is wrong."""
     return _checked(value, dim).tolist()
+
+
+def short_vector(vector, shown: int = 6) -> str:
+    """The first few coordinates of a vector, for display (admin lists and pages)."""
+    if vector is None:
+        return "—"
+    values = [f"{float(x):.3f}" for x in vector[:shown]]
+    return f"[{', '.join(values)}, … ({len(vector)} dims)]"

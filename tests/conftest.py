@@ -63,27 +63,16 @@ def unit_vector(*leading: float, dim: int | None = None) -> list[float]:
     return list(leading) + [0.0] * (dim - len(leading))
 
 
-def database_url_for_tests() -> str:
-    """A DATABASE_URL pointing at the test database, for subprocesses (workers, servers)."""
-    from django.db import connection
-
-    params = connection.settings_dict
-    from urllib.parse import quote
-
-    host = quote(params["HOST"], safe="") if params["HOST"].startswith("/") else params["HOST"]
-    port = f":{params['PORT']}" if params.get("PORT") else ""
-    password = f":{params['PASSWORD']}" if params.get("PASSWORD") else ""
-    return f"postgres://{params['USER']}{password}@{host}{port}/{params['NAME']}"
-
-
 def subprocess_env(**extra: str) -> dict[str, str]:
     """Environment for a subprocess that must use this test session's database and broker."""
     from django.conf import settings
 
+    from studio import db
+
     env = dict(os.environ)
     env.update(
         DJANGO_SETTINGS_MODULE="studio.settings",
-        DATABASE_URL=database_url_for_tests(),
+        DATABASE_URL=db.database_url(),
         CELERY_BROKER_URL=settings.CELERY_BROKER_URL,
         CACHE_URL=settings.CACHE_URL,
         HF_HUB_OFFLINE="1",
