@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 run: $(STAMP)
-	HF_HUB_OFFLINE=1 $(BIN)/python -m studio.launcher
+	HF_HUB_OFFLINE=1 $(BIN)/python -m studio.devstack.launcher
 
 test: $(STAMP)
 	HF_HUB_OFFLINE=1 STUDIO_DATA_DIR=$${STUDIO_DATA_DIR:-.studio/test} $(BIN)/pytest $(PYTEST_ARGS)

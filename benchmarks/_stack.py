@@ -8,7 +8,7 @@ Two ways to get the servers:
 - in process (``fresh_embedded_in_process``): the benchmark itself imports Django, whose settings
   start the embedded servers under ``STUDIO_DATA_DIR``; gunicorn then gets ``gunicorn_env()``;
 - in subprocesses (``fresh_embedded_servers``): the benchmark never imports Django and drives
-  ``studio.embedded`` and ``manage.py`` as child processes.
+  ``studio.devstack.embedded`` and ``manage.py`` as child processes.
 """
 
 from __future__ import annotations
@@ -39,18 +39,18 @@ def free_port() -> int:
 
 
 def fresh_embedded_in_process(data_dir: Path):
-    """Point this process at empty embedded servers under ``data_dir`` (wiped); returns ``studio.embedded``.
+    """Point this process at empty embedded servers under ``data_dir`` (wiped); returns ``studio.devstack.embedded``.
 
     Only the environment is set here: the servers start when Django's settings are imported.
     """
     os.environ["STUDIO_DATA_DIR"] = str(data_dir)
     for name in SERVER_URL_VARIABLES:
         os.environ.pop(name, None)
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "studio.settings")
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "studio.config.settings")
     os.environ["HF_HUB_OFFLINE"] = "1"
     if str(ROOT) not in sys.path:
         sys.path.insert(0, str(ROOT))
-    from studio import embedded
+    from studio.devstack import embedded
 
     if embedded.postgres_running():
         embedded.stop_postgres()
@@ -63,7 +63,7 @@ def fresh_embedded_in_process(data_dir: Path):
 
 def database_url() -> str:
     """DATABASE_URL of the database Django is connected to (for gunicorn and bare-SQL baselines)."""
-    from studio import db
+    from studio.core import db
 
     return db.database_url()
 
@@ -86,11 +86,11 @@ def gunicorn_env(**extra: str) -> dict[str, str]:
 
 
 def embedded_subprocess(code: str, data_dir: Path) -> str:
-    """Run ``studio.embedded`` code in a child with ``data_dir`` as STUDIO_DATA_DIR; returns its stdout."""
+    """Run ``studio.devstack.embedded`` code in a child with ``data_dir`` as STUDIO_DATA_DIR; returns its stdout."""
     env = {k: v for k, v in os.environ.items() if k not in SERVER_URL_VARIABLES}
     env["STUDIO_DATA_DIR"] = str(data_dir)
     done = subprocess.run(
-        [sys.executable, "-c", f"from studio import embedded\n{code}"],
+        [sys.executable, "-c", f"from studio.devstack import embedded\n{code}"],
         cwd=ROOT,
         env=env,
         capture_output=True,
@@ -105,7 +105,7 @@ def fresh_embedded_servers(data_dir: Path) -> tuple[str, str, str]:
     """Wipe ``data_dir`` and start embedded PostgreSQL + Redis there: (database, broker, cache) URLs."""
     shutil.rmtree(data_dir, ignore_errors=True)
     database = embedded_subprocess(
-        "print(embedded.postgres_url(embedded.ensure_postgres('studio'), 'studio'))", data_dir
+        "print(embedded.postgres_url(embedded.ensure_postgres('studio').socket_dir, 'studio'))", data_dir
     ).strip()
     broker, cache = embedded_subprocess(
         "r = embedded.ensure_redis(); print(r.url); print(r.cache_url)", data_dir
@@ -143,7 +143,7 @@ def start_gunicorn(
         sys.executable,
         "-m",
         "gunicorn",
-        "studio.wsgi",
+        "studio.config.wsgi",
         "--bind",
         f"127.0.0.1:{port}",
         "--workers",

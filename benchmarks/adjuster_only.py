@@ -26,7 +26,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from improvement.adjuster import AdjusterParams, ObjectVectors, SessionExample, adjust  # noqa: E402
+from improvement.learning.adjuster import adjust  # noqa: E402
+from improvement.learning.params import AdjusterParams, ObjectVectors, SessionExample  # noqa: E402
 
 
 def _unit_rows(rng: np.random.Generator, n: int, dim: int) -> np.ndarray:

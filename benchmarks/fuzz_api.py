@@ -160,7 +160,7 @@ def _seed_data(env: dict[str, str]) -> None:
     code = """
 import django, random
 django.setup()
-from studio import services
+from studio.catalogue import services
 from clickstream.services import register_session
 rng = random.Random(0)
 def vec(i):
@@ -184,7 +184,7 @@ def main() -> None:
     database_url, broker, cache = _stack.fresh_embedded_servers(DATA_DIR)
     env = {
         **os.environ,
-        "DJANGO_SETTINGS_MODULE": "studio.settings",
+        "DJANGO_SETTINGS_MODULE": "studio.config.settings",
         "DATABASE_URL": database_url,
         "CELERY_BROKER_URL": broker,
         "CACHE_URL": cache,
@@ -198,7 +198,7 @@ def main() -> None:
         _seed_data(env)
         port = _stack.free_port()
         web = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "studio.wsgi", "--bind", f"127.0.0.1:{port}", "--workers", "2"]
+            [sys.executable, "-m", "gunicorn", "studio.config.wsgi", "--bind", f"127.0.0.1:{port}", "--workers", "2"]
             + ["--threads", "2", "--timeout", "120"],
             cwd=ROOT,
             env=env,

@@ -2,7 +2,7 @@
 
 Runs on its own: an embedded PostgreSQL + Redis under ``.studio/bench-pipeline`` (wiped per run,
 stopped at the end), a catalogue of random clustered 384-d unit vectors loaded with
-``studio.services.copy_objects`` (100,000; ``--quick`` 20,000), and settled sessions registered
+``studio.catalogue.services.copy_objects`` (100,000; ``--quick`` 20,000), and settled sessions registered
 through ``clickstream.services`` (10,000; ``--quick`` 2,000): 10 shown results each, drawn with a
 popularity skew, 1 click (70 %) or 2, the query near a clicked object, users of 10 sessions each.
 The shape matches ``benchmarks/adjuster_only.py`` (negatives: every shown, unclicked object).
@@ -63,7 +63,7 @@ def register_sessions(*, sessions: int, objects: int, seed: int = 1) -> None:
 
     from clickstream import services as clickstream
     from clickstream.validation import parse_event_item, validate_session
-    from studio.personalization import original_vectors
+    from studio.catalogue.personalization import original_vectors
 
     rng = np.random.default_rng(seed)
     popularity = 1.0 / np.arange(1, objects + 1) ** 0.6
@@ -125,7 +125,8 @@ def repend() -> None:
 
 def one_run(*, profile_to: Path | None = None, capture: list | None = None) -> dict:
     """One full run over every ready session; its figures. ``capture`` collects the adjuster's inputs."""
-    from improvement import adjuster, services
+    from improvement import services
+    from improvement.learning import adjuster
     from improvement.models import RunTrigger
 
     def recording_adjust(**kwargs):
@@ -183,7 +184,7 @@ def main() -> int:
         from django.conf import settings
         from django.core.management import call_command
 
-        from studio import services as catalogue
+        from studio.catalogue import services as catalogue
 
         call_command("migrate", verbosity=0)
         catalogue.drop_hnsw_index()  # improvement never searches; loading without it is much faster
@@ -218,7 +219,7 @@ def main() -> int:
             runs=args.runs,
         )
         # The adjuster again on exactly the inputs of the last measured run, the database idle.
-        from improvement.adjuster import adjust
+        from improvement.learning.adjuster import adjust
 
         same_input_seconds = 0.0
         for kwargs in captured:

@@ -1,7 +1,7 @@
 """Clickstream ingestion over HTTP: batched events, sessions batch, single-session POST, against bare health.
 
 Runs on its own: an embedded PostgreSQL + Redis under ``.studio/bench-clickstream`` (wiped per run,
-stopped at the end), migrations, an ``ingest`` API key, then gunicorn (``studio.wsgi``, gthread
+stopped at the end), migrations, an ``ingest`` API key, then gunicorn (``studio.config.wsgi``, gthread
 workers) on a free 127.0.0.1 port, pointed at those servers through DATABASE_URL / CELERY_BROKER_URL /
 CACHE_URL. A bounded thread pool of keep-alive ``http.client`` connections sends a fixed number of
 pre-encoded requests per run (self-stopping), checking every response; each figure is the median
@@ -204,7 +204,7 @@ def main() -> int:
         from django.core.management import call_command
         from django.db import connection
 
-        from studio.auth import create_api_key
+        from studio.core.auth import create_api_key
 
         call_command("migrate", verbosity=0)
         _, key = create_api_key(name="bench-ingest", scopes=["ingest"])

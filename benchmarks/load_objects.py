@@ -101,7 +101,7 @@ def main() -> int:
         write_jsonl(source, rows=rows, dim=settings.STUDIO_EMBEDDING_DIM)
         print(f"generated {rows} rows ({source.stat().st_size / 1e6:.0f} MB) in {time.perf_counter() - started:.1f}s")
 
-        from studio import services
+        from studio.catalogue import services
 
         # Time the index build from inside the command (same process): wall and CPU of that phase alone.
         build_index = services.create_hnsw_index

@@ -2,7 +2,7 @@
 
 Runs on its own: an embedded PostgreSQL + Redis under ``.studio/bench-search/<size>`` (the loaded
 catalogue is kept there between runs, so reruns skip the load), migrations, a random-but-clustered
-catalogue loaded with ``studio.services.copy_objects`` + ``create_hnsw_index``, one user with 1,000
+catalogue loaded with ``studio.catalogue.services.copy_objects`` + ``create_hnsw_index``, one user with 1,000
 personalized copies of near neighbours of the benchmark queries (slightly perturbed, so that they
 compete with the originals) beside a few other users' copies, then gunicorn on a free 127.0.0.1 port.
 
@@ -12,7 +12,7 @@ query vector (``track`` true, the default, and false), and the API with a text q
 medians over rounds. recall@10 compares the API's pages with the exact personalized ranking
 computed in numpy in the same run (checked against ``search_objects(exact=True)`` on a sample).
 ``--filters`` adds in-process timings of exact vs index paths for filters of several selectivities
-(the evidence for ``studio.search.exact_filter_threshold``).
+(the evidence for ``studio.catalogue.search.exact_filter_threshold``).
 
 Targets (DESIGN §7, 2-core machine): p50 ≤ 15 ms with a query vector, recall@10 ≥ 0.95.
 Last line: ``{"objects", "p50_ms_vector", "p95_ms_vector", "p50_ms_text", "recall_at_10", "api_to_sql_ratio", …}``.
@@ -97,7 +97,7 @@ def ensure_catalogue(n: int, vectors: np.ndarray, labels: np.ndarray, data_dir: 
     """Load the catalogue unless this data dir already holds it; returns load seconds (None when cached)."""
     from django.db import connection
 
-    from studio import services
+    from studio.catalogue import services
     from studio.models import Object
 
     marker = data_dir / "catalogue.json"
@@ -279,10 +279,10 @@ def encode(data: dict) -> bytes:
 
 def bare_sql_timings(url: str, queries: np.ndarray, user_id: str | None) -> list[float]:
     """The same ranking statement the API runs (same ef_search, set for its transaction only, in one
-    round trip as ``studio.search`` sends it), straight through psycopg: the floor under the API."""
+    round trip as ``studio.catalogue.search`` sends it), straight through psycopg: the floor under the API."""
     import psycopg
 
-    from studio import search
+    from studio.catalogue import search
 
     sql = search._ranking_sql(
         op=search.METRIC_OPERATORS["cosine"], personalized=bool(user_id), filtered=False, exact=False
@@ -315,7 +315,7 @@ def set_shared_buffers(value: str) -> str:
     leaves the embedded default (128 MB). Returns the value in force."""
     from django.db import connection
 
-    from studio import embedded
+    from studio.devstack import embedded
 
     with connection.cursor() as cursor:
         cursor.execute("SHOW shared_buffers")
@@ -337,7 +337,7 @@ def set_shared_buffers(value: str) -> str:
 
 def filter_timings(queries: np.ndarray) -> dict[str, dict]:
     """In-process: exact scan vs index path for filters matching ~100 … ~10,000 objects."""
-    from studio import search
+    from studio.catalogue import search
 
     report = {}
     for key, value in (("tag", 7), ("cluster", 7), ("group", 7), ("bucket", 7)):
@@ -386,7 +386,7 @@ def main() -> int:
     data_dir = DATA_ROOT / ("quick" if objects == 20_000 else "full" if objects == 100_000 else f"n{objects}")
     data_dir.mkdir(parents=True, exist_ok=True)
     os.environ["STUDIO_DATA_DIR"] = str(data_dir)
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "studio.settings")
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "studio.config.settings")
     os.environ["HF_HUB_OFFLINE"] = "1"
     os.environ.setdefault("LOG_LEVEL", "WARNING")
     import django
@@ -395,8 +395,9 @@ def main() -> int:
     from django.conf import settings
     from django.core.management import call_command
 
-    from studio import embedded, search
-    from studio.auth import create_api_key
+    from studio.catalogue import search
+    from studio.core.auth import create_api_key
+    from studio.devstack import embedded
 
     gunicorn = None
     try:

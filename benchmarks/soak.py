@@ -227,7 +227,7 @@ def main() -> None:
     database_url, broker, cache = _stack.fresh_embedded_servers(DATA_DIR)
     env = {
         **os.environ,
-        "DJANGO_SETTINGS_MODULE": "studio.settings",
+        "DJANGO_SETTINGS_MODULE": "studio.config.settings",
         "DATABASE_URL": database_url,
         "CELERY_BROKER_URL": broker,
         "CACHE_URL": cache,
@@ -243,7 +243,7 @@ def main() -> None:
         port = _stack.free_port()
         processes.append(
             subprocess.Popen(
-                [sys.executable, "-m", "gunicorn", "studio.wsgi", "--bind", f"127.0.0.1:{port}"]
+                [sys.executable, "-m", "gunicorn", "studio.config.wsgi", "--bind", f"127.0.0.1:{port}"]
                 + ["--workers", "2", "--threads", "4", "--timeout", "120", "--graceful-timeout", "5"],
                 cwd=ROOT,
                 env=env,

@@ -11,8 +11,8 @@ from django.utils.functional import cached_property
 
 from clickstream import services
 from clickstream.models import Event, Session, ShownResult
-from studio import db
-from studio.vectors import short_vector
+from studio.core import db
+from studio.core.vectors import short_vector
 
 EXACT_COUNT_LIMIT = 10_000
 

@@ -16,12 +16,11 @@ from rest_framework.views import APIView
 
 from clickstream import selectors, services
 from clickstream.validation import ItemError, SessionInvalid, echo, parse_event_item, parse_session_item
-from studio.errors import ApiError
-from studio.serializers import ErrorSerializer, StrictSerializer, batch_items
+from studio.core.errors import ApiError
+from studio.core.serializers import AUTH_ERRORS, ErrorSerializer, StrictSerializer, batch_items
 
 TAGS = ["clickstream"]
 # Every operation here needs a key with the ingest scope: 401 without a valid key, 403 without the scope.
-AUTH_ERRORS = {401: ErrorSerializer, 403: ErrorSerializer}
 
 
 def _invalid(exc: SessionInvalid) -> ApiError:

@@ -33,7 +33,7 @@ from clickstream.validation import (
     ShownResultInput,
     validate_session,
 )
-from studio.vectors import InvalidVector, validate_vector
+from studio.core.vectors import InvalidVector, validate_vector
 
 __all__ = [
     "EventsOutcome",

@@ -15,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 
 from django.conf import settings
 
-from studio.vectors import InvalidVector, validate_vector
+from studio.core.vectors import InvalidVector, validate_vector
 
 MAX_ID_CHARS = 256
 MAX_EVENT_TYPE_CHARS = 64

@@ -1,6 +1,6 @@
 """Take the README screenshots (docs/demo.png, docs/dashboard.png) from a running stack.
 
-    STUDIO_DATA_DIR=.studio/demo-shots STUDIO_BIND=127.0.0.1:8777 .venv/bin/python -m studio.launcher &
+    STUDIO_DATA_DIR=.studio/demo-shots STUDIO_BIND=127.0.0.1:8777 .venv/bin/python -m studio.devstack.launcher &
     .venv/bin/python docs/screenshots.py --url http://127.0.0.1:8777 --password <admin password it printed>
 
 It plays the demo loop in headless Chromium (Debian's ``chromium`` + ``chromium-driver``, driven by

@@ -13,7 +13,7 @@ from django.db import connection
 from django.db.models import QuerySet
 
 from improvement.models import ImprovementAttempt, ImprovementRun
-from studio.personalization import binary_cursor, stack_vectors
+from studio.catalogue.personalization import binary_cursor, stack_vectors
 
 
 @dataclass

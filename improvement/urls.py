@@ -2,10 +2,10 @@
 
 from django.urls import path
 
-from improvement import api
+from improvement.api import runs, users
 
 urlpatterns = [
-    path("improvement/runs", api.RunListCreateApi.as_view(), name="improvement-runs"),
-    path("improvement/runs/<int:run_id>", api.RunDetailApi.as_view(), name="improvement-run"),
-    path("users/<path:user_id>", api.UserForgetApi.as_view(), name="user"),
+    path("improvement/runs", runs.RunListCreateApi.as_view(), name="improvement-runs"),
+    path("improvement/runs/<int:run_id>", runs.RunDetailApi.as_view(), name="improvement-run"),
+    path("users/<path:user_id>", users.UserForgetApi.as_view(), name="user"),
 ]

@@ -1,5 +1,5 @@
 """studio: vector search that learns from clicks."""
 
-from studio.celery import app as celery_app
+from studio.config.celery import app as celery_app
 
 __all__ = ("celery_app",)

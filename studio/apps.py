@@ -4,10 +4,11 @@ from django.apps import AppConfig
 
 
 class StudioConfig(AppConfig):
-    """Catalogue, embedder, search, API keys and health."""
+    """The ``studio`` app: catalogue, embedder, search (``studio.catalogue``), API keys (``studio.core``)."""
 
     name = "studio"
     verbose_name = "Catalogue"
 
     def ready(self) -> None:
-        from studio import checks, heartbeat  # noqa: F401  (registers start-up checks, the worker heartbeat)
+        from studio.catalogue import checks  # noqa: F401  (registers the start-up checks)
+        from studio.config import heartbeat  # noqa: F401  (connects the worker heartbeat to Celery's signals)

@@ -1,6 +1,6 @@
-"""Test fixtures. The suite runs against a real embedded PostgreSQL + pgvector and Redis
-(started by the settings module under ``STUDIO_DATA_DIR``, ``.studio/test`` in ``make test``)
-and stops them at the end if this session started them."""
+"""Test fixtures. The suite runs against a real embedded PostgreSQL + pgvector and Redis under
+``STUDIO_DATA_DIR`` (``.studio/test`` in ``make test``), started here when the session begins
+(settings start nothing) and stopped at the end if this session started them."""
 
 from __future__ import annotations
 
@@ -19,8 +19,20 @@ from rest_framework.test import APIClient
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def pytest_configure(config):
+    """Start the embedded servers before any test touches the database (settings only name them)."""
+    from django.conf import settings
+
+    from studio.devstack import embedded
+
+    embedded.start_servers()
+    if not os.environ.get("DATABASE_URL"):
+        # A new data dir with a path too long for a socket: pgserver chose the socket dir only now.
+        settings.DATABASES["default"]["HOST"] = embedded.postgres_socket_dir()
+
+
 def pytest_sessionfinish(session, exitstatus):
-    from studio import embedded
+    from studio.devstack import embedded
 
     embedded.stop_started()
 
@@ -37,7 +49,7 @@ def _clear_cache():
 @pytest.fixture
 def make_client(db) -> Callable[..., APIClient]:
     """``make_client("search", "ingest")``: an API client holding a key with those scopes."""
-    from studio.auth import create_api_key
+    from studio.core.auth import create_api_key
 
     def factory(*scopes: str) -> APIClient:
         _, plain = create_api_key(name=f"test-{uuid.uuid4().hex[:6]}", scopes=list(scopes))
@@ -67,11 +79,11 @@ def subprocess_env(**extra: str) -> dict[str, str]:
     """Environment for a subprocess that must use this test session's database and broker."""
     from django.conf import settings
 
-    from studio import db
+    from studio.core import db
 
     env = dict(os.environ)
     env.update(
-        DJANGO_SETTINGS_MODULE="studio.settings",
+        DJANGO_SETTINGS_MODULE="studio.config.settings",
         DATABASE_URL=db.database_url(),
         CELERY_BROKER_URL=settings.CELERY_BROKER_URL,
         CACHE_URL=settings.CACHE_URL,
@@ -146,7 +158,7 @@ def celery_queue(settings) -> str:
     """A queue name private to this test; tasks sent from the test process go there."""
     queue = f"test-{uuid.uuid4().hex[:8]}"
     settings.CELERY_TASK_DEFAULT_QUEUE = queue
-    from studio.celery import app
+    from studio.config.celery import app
 
     previous = app.conf.task_default_queue
     app.conf.task_default_queue = queue

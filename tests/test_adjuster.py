@@ -14,7 +14,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from improvement.adjuster import AdjusterParams, ObjectVectors, SessionExample, adjust
+from improvement.learning.adjuster import adjust
+from improvement.learning.params import AdjusterParams, ObjectVectors, SessionExample
 
 LR = 0.01
 # One plain AdamW step, no weight decay, no rails: the cleanest thing to compute by hand.
@@ -512,7 +513,7 @@ def test_property_rails_hold_with_a_large_learning_rate(batch, metric):
 def test_hand_written_gradient_matches_finite_differences(metric, padded):
     import torch
 
-    from improvement.adjuster import _loss, _Terms
+    from improvement.learning.adjuster import _loss, _Terms
 
     rng = np.random.default_rng(11)
     n, parts, d = 4, 2, 3

@@ -9,7 +9,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 from rest_framework.test import APIClient
 
-from studio import auth
+from studio.core import auth
 from studio.models import ApiKey
 from tests.conftest import unit_vector
 

@@ -86,8 +86,8 @@ def browser():
 @pytest.fixture
 def demo_server(transactional_db, live_server, settings):
     """A live server with the demo on, a demo key, and the small embedded catalogue."""
-    from studio import services
-    from studio.auth import create_api_key
+    from studio.catalogue import services
+    from studio.core.auth import create_api_key
 
     _, key = create_api_key(name="demo page", scopes=["search", "ingest"])
     settings.STUDIO_DEMO = True

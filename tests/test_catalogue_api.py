@@ -119,7 +119,7 @@ def test_reupsert_keeps_copies_when_setting_off(catalog_client, settings):
 
 
 def test_text_is_embedded(catalog_client):
-    from studio.embedding import embed_text
+    from studio.catalogue.embedding import embed_text
 
     response = post_objects(catalog_client, [{"object_id": "t", "text": "A quiet film about the sea."}])
     assert response.status_code == 200, response.content
@@ -491,7 +491,7 @@ def test_embedder_none_refuses_text_per_item(catalog_client, settings):
 
 
 def test_an_unexpected_crash_is_a_json_500(catalog_client, monkeypatch):
-    from studio import selectors
+    from studio.catalogue import selectors
 
     def crash(**kwargs):
         raise ValueError("bug")

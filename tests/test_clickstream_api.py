@@ -62,7 +62,7 @@ def test_ingest_endpoints_need_a_key_with_the_ingest_scope(make_client, client):
 
 
 def test_a_key_over_its_rate_gets_429_with_retry_after(ingest, monkeypatch):
-    from studio.auth import ApiKeyRateThrottle
+    from studio.core.auth import ApiKeyRateThrottle
 
     monkeypatch.setattr(ApiKeyRateThrottle, "THROTTLE_RATES", {"api_key": "3/min"})
     statuses = [ingest.get(f"{SESSIONS}/nope").status_code for _ in range(4)]
@@ -403,7 +403,7 @@ def test_forget_user_deletes_their_sessions_results_and_events_only(ingest):
 
 def test_set_query_vectors_and_requeue(ingest):
     from clickstream import services
-    from studio.vectors import InvalidVector
+    from studio.core.vectors import InvalidVector
 
     post_session(ingest)
     pk = Session.objects.get(session_id="s1").pk

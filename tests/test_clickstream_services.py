@@ -83,27 +83,3 @@ def test_register_session_refuses_bad_input_naming_the_field(db, overrides, fiel
     assert isinstance(info.value, ValueError)
     assert info.value.field == field
     assert Session.objects.count() == 0
-
-
-def test_clickstream_imports_no_other_app_of_ours():
-    """DESIGN §1: clickstream depends only on project infrastructure (no embedder, search, catalogue, improvement)."""
-    import ast
-    from pathlib import Path
-
-    allowed = {"studio.errors", "studio.serializers", "studio.vectors", "studio.auth", "studio.db"}
-    package = Path(services.__file__).parent
-    offending = []
-    for path in package.rglob("*.py"):
-        for node in ast.walk(ast.parse(path.read_text())):
-            names = []
-            if isinstance(node, ast.ImportFrom) and node.module:
-                names = [node.module] + [f"{node.module}.{alias.name}" for alias in node.names]
-                if node.module in ("studio", "improvement"):
-                    names = [f"{node.module}.{alias.name}" for alias in node.names]
-            elif isinstance(node, ast.Import):
-                names = [alias.name for alias in node.names]
-            for name in names:
-                top = name.split(".")[0]
-                if top == "improvement" or (top == "studio" and ".".join(name.split(".")[:2]) not in allowed):
-                    offending.append(f"{path.name}: {name}")
-    assert offending == []

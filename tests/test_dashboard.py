@@ -119,7 +119,7 @@ def test_dashboard_counts_sessions_by_status_without_counting_events(admin_clien
 
 
 def test_event_rows_are_exact_when_few_and_estimated_beyond_the_bound(db):
-    from studio import dashboard
+    from studio.console import dashboard
 
     session = _session("alice", shown=("a", "b", "c"))
     clickstream_services.record_events(

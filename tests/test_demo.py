@@ -17,7 +17,7 @@ from django.urls import reverse
 from clickstream.models import Session
 from improvement import services as improvement_services
 from improvement.models import RunTrigger
-from studio.auth import create_api_key
+from studio.core.auth import create_api_key
 from tests.test_improvement_helpers import click, load_catalogue, near, ranking, register, unit
 
 

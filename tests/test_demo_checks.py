@@ -9,7 +9,7 @@ from django.core.checks import Error, Warning
 from django.core.management import CommandError, call_command
 from django.db import connection, connections
 
-from studio import checks
+from studio.catalogue import checks
 
 
 def _wrapper(**overrides):

@@ -17,7 +17,8 @@ from django.db import DataError, IntegrityError, connection, transaction
 from django.utils import timezone
 from rest_framework.test import APIClient
 
-from studio import embedding, health, services
+from studio.catalogue import embedding, services
+from studio.console import health
 from studio.models import Object, ObjectPart, PersonalizedObject, PersonalizedPart
 from tests.conftest import unit_vector
 
@@ -230,7 +231,7 @@ def test_split_text(settings):
 
 
 def test_validate_vector_rules():
-    from studio.vectors import InvalidVector, validate_vector, validate_vector_array
+    from studio.core.vectors import InvalidVector, validate_vector, validate_vector_array
 
     assert validate_vector([1, 2.5, 0], dim=3) == [1.0, 2.5, 0.0]
     assert validate_vector_array(np.asarray([1, 2, 3], dtype=np.int64), dim=3).dtype == np.float32
@@ -513,7 +514,7 @@ def test_admin_pages_render(db, client, django_user_model):
     obj = make_object("a", [0.123456789] * DIM)
     copy = PersonalizedObject.objects.create(original=obj, user_id="u", object_id="a_u")
     PersonalizedPart.objects.create(personalized=copy, index=0, vector=[0.5] * DIM)
-    from studio.auth import create_api_key
+    from studio.core.auth import create_api_key
 
     key, _ = create_api_key(name="admin-test", scopes=["catalog"])
     pages = [
@@ -544,7 +545,7 @@ def test_exception_handler_covers_every_drf_exception_and_django_errors():
     from django.http import Http404
     from rest_framework import exceptions
 
-    from studio.errors import ApiError, api_exception_handler
+    from studio.core.errors import ApiError, api_exception_handler
 
     cases = [
         (exceptions.ParseError(), 400, "parse_error"),
@@ -592,7 +593,7 @@ def test_rebuild_index_command_recreates_the_hnsw_index(db):
     from django.core.management import call_command
     from django.db import connection
 
-    from studio.services import HNSW_INDEX_NAME, drop_hnsw_index
+    from studio.catalogue.services import HNSW_INDEX_NAME, drop_hnsw_index
 
     drop_hnsw_index()
     out = StringIO()

@@ -18,8 +18,8 @@ pytestmark = pytest.mark.slow
 @pytest.fixture
 def seeded(transactional_db, settings):
     """An all-scopes key, a small catalogue and sessions, so lookups sometimes hit."""
-    from studio import services
-    from studio.auth import create_api_key
+    from studio.catalogue import services
+    from studio.core.auth import create_api_key
     from tests.test_improvement_helpers import register
 
     settings.STUDIO_EMBEDDER = "none"  # text queries are refused (400) instead of loading the model
@@ -35,7 +35,7 @@ def test_every_operation_survives_fuzzing_and_conforms_to_the_schema(seeded, mon
     import schemathesis
     from rest_framework.throttling import SimpleRateThrottle
 
-    from studio.wsgi import application
+    from studio.config.wsgi import application
 
     monkeypatch.setattr(SimpleRateThrottle, "THROTTLE_RATES", {"api_key": "1000000/s"})
     schema = schemathesis.openapi.from_wsgi("/api/v1/schema", application)

@@ -165,7 +165,7 @@ def test_beat_schedule_is_created_by_migration_and_never_overwritten(db, setting
 
 
 def test_task_is_registered_with_limits_and_retries(settings):
-    from studio.celery import app
+    from studio.config.celery import app
 
     task = app.tasks[TASK_NAME]
     assert task.soft_time_limit == settings.IMPROVEMENT_TIME_LIMIT_SECONDS

@@ -1,7 +1,7 @@
 """Helpers shared by the improvement tests (this module holds no tests).
 
 Data goes in through the real services (catalogue COPY, clickstream registration and events),
-and rankings come out of the real search (``studio.search.search_objects``, exact mode).
+and rankings come out of the real search (``studio.catalogue.search.search_objects``, exact mode).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from django.utils import timezone
 from clickstream import services as clickstream
 from clickstream.models import Session
 from clickstream.validation import parse_event_item, validate_session
-from studio import services as catalogue
+from studio.catalogue import services as catalogue
 
 DIM = settings.STUDIO_EMBEDDING_DIM
 
@@ -79,7 +79,7 @@ def click(session: Session, *object_ids: str, event_type: str = "click") -> None
 
 def ranking(query_vector: np.ndarray, user_id: str | None, limit: int = 50) -> list[str]:
     """Object ids in the order ``user_id`` sees them for this query (exact search)."""
-    from studio.search import search_objects
+    from studio.catalogue.search import search_objects
 
     result = search_objects(query_vector=[float(x) for x in query_vector], user_id=user_id, limit=limit, exact=True)
     return [hit.object_id for hit in result.hits]

@@ -13,8 +13,10 @@ from django.db import connection, connections
 from django.utils import timezone
 
 from clickstream.models import Session
-from improvement import adjuster, services
+from improvement import services
+from improvement.learning import adjuster
 from improvement.models import AttemptOutcome, ImprovementAttempt, ImprovementRun, RunStatus, RunTrigger
+from improvement.services import runs
 from studio.models import PersonalizedObject
 from tests.test_improvement_helpers import (
     assert_same_parts,
@@ -321,7 +323,7 @@ def test_a_user_forgotten_during_a_batch_gets_no_copies(world):
     for user in ("stay", "leave"):
         click(register(user_id=user, shown=order[:4], query_vector=world["query"]), order[3])
     run = services.create_run(trigger=RunTrigger.COMMAND)
-    services._begin_run(run.pk, services.adjuster_params())
+    runs._begin_run(run.pk, services.adjuster_params())
     claim = services.claim_batch(run_id=run.pk, received_before=_later())
     counts = services.forget_user(user_id="leave")
     assert counts["sessions"] == 1 and counts["improvement_attempts"] == 1
@@ -350,7 +352,7 @@ def test_a_retried_run_gives_back_its_earlier_claim_and_finishes(world):
     order = ranking(world["query"], None)
     click(register(user_id="u", shown=order[:4], query_vector=world["query"]), order[3])
     run = services.create_run(trigger=RunTrigger.COMMAND)
-    services._begin_run(run.pk, services.adjuster_params())
+    runs._begin_run(run.pk, services.adjuster_params())
     services.claim_batch(run_id=run.pk, received_before=_later())  # … then the worker lost the database
     run = services.execute_run(run_id=run.pk)  # the task's retry
     assert run.status == RunStatus.SUCCEEDED and run.used == 1

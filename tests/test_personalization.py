@@ -1,4 +1,4 @@
-"""studio.personalization: bulk reads and writes of per-user copies against the real database."""
+"""studio.catalogue.personalization: bulk reads and writes of per-user copies against the real database."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pytest
 from django.conf import settings
 from django.db import transaction
 
-from studio import personalization, services
+from studio.catalogue import personalization, services
 from studio.models import Object, ObjectPart, PersonalizedObject, PersonalizedPart
 
 DIM = settings.STUDIO_EMBEDDING_DIM

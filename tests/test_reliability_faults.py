@@ -49,12 +49,13 @@ def _die_once(stage: str, marker: str) -> None:
 def install_fault(spec: str) -> None:
     """Wrap the pipeline step named by ``spec`` (see the module docstring) to SIGKILL this process."""
     from clickstream.models import Session
-    from improvement import batch, services
-    from studio import personalization
+    from improvement.learning import batch
+    from improvement.services import runs
+    from studio.catalogue import personalization
 
     stage, _, marker = spec.partition(":")
     if stage == "after_claim":
-        claim_batch = services.claim_batch
+        claim_batch = runs.claim_batch
 
         def claiming_then_dying(**kwargs):
             claim = claim_batch(**kwargs)
@@ -62,7 +63,7 @@ def install_fault(spec: str) -> None:
                 _die_once(stage, marker)
             return claim
 
-        services.claim_batch = claiming_then_dying
+        runs.claim_batch = claiming_then_dying
     elif stage == "after_compute":
         adjust = batch.adjust_isolating_failures
 
@@ -82,14 +83,14 @@ def install_fault(spec: str) -> None:
 
         personalization.write_copies = writing_then_dying
     elif stage == "poison":
-        process_claim = services.process_claim
+        process_claim = runs.process_claim
 
         def dying_on_poison(*, claim, **kwargs):
             if Session.objects.filter(pk__in=claim.session_pks, search_query=POISON_QUERY).exists():
                 os.kill(os.getpid(), signal.SIGKILL)
             return process_claim(claim=claim, **kwargs)
 
-        services.process_claim = dying_on_poison
+        runs.process_claim = dying_on_poison
     else:
         raise ValueError(f"{FAULT_ENV}: unknown stage {stage!r}")
 

@@ -51,7 +51,7 @@ class Stack:
         env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "CELERY_BROKER_URL", "CACHE_URL")}
         env["STUDIO_DATA_DIR"] = str(self.data_dir)
         done = subprocess.run(
-            [sys.executable, "-c", f"from studio import embedded\n{code}"],
+            [sys.executable, "-c", f"from studio.devstack import embedded\n{code}"],
             cwd=ROOT,
             env=env,
             capture_output=True,
@@ -62,7 +62,8 @@ class Stack:
         return done.stdout
 
     def start_postgres(self) -> str:
-        return self._embedded("print(embedded.postgres_url(embedded.ensure_postgres('studio'), 'studio'))").strip()
+        code = "print(embedded.postgres_url(embedded.ensure_postgres('studio').socket_dir, 'studio'))"
+        return self._embedded(code).strip()
 
     def stop_postgres(self) -> None:
         self._embedded("embedded.stop_postgres()")
@@ -92,7 +93,7 @@ class Stack:
         self.env = {
             **{k: v for k, v in os.environ.items() if k != "STUDIO_DATA_DIR"},
             "STUDIO_DATA_DIR": str(self.data_dir),
-            "DJANGO_SETTINGS_MODULE": "studio.settings",
+            "DJANGO_SETTINGS_MODULE": "studio.config.settings",
             "DATABASE_URL": self.database_url,
             "CELERY_BROKER_URL": broker,
             "CACHE_URL": cache,
@@ -112,7 +113,7 @@ class Stack:
         port = free_port()
         log = (self.base / f"gunicorn-{port}.log").open("ab")
         web = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "studio.wsgi", "--bind", f"127.0.0.1:{port}"]
+            [sys.executable, "-m", "gunicorn", "studio.config.wsgi", "--bind", f"127.0.0.1:{port}"]
             + ["--workers", "2", "--threads", "4", "--graceful-timeout", "5", "--timeout", "60"],
             cwd=ROOT,
             env={**self.env, **overrides},

@@ -77,7 +77,7 @@ def test_a_migration_schedules_the_task_hourly(db):
     from django_celery_beat.models import PeriodicTask
 
     from clickstream.tasks import RETENTION_PERIODIC_TASK_NAME, RETENTION_TASK_NAME
-    from studio.celery import app
+    from studio.config.celery import app
 
     task = PeriodicTask.objects.get(name=RETENTION_PERIODIC_TASK_NAME)
     assert task.task == RETENTION_TASK_NAME and task.enabled

@@ -1,4 +1,4 @@
-"""Ranking (studio.search.search_objects) against the real PostgreSQL + pgvector, with hand-made vectors."""
+"""Ranking (studio.catalogue.search.search_objects) against the real PostgreSQL + pgvector, with hand-made vectors."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
-from studio import search
+from studio.catalogue import search
 from studio.models import Object, ObjectPart, PersonalizedObject, PersonalizedPart
 from tests.conftest import unit_vector
 

@@ -9,7 +9,7 @@ import pytest
 
 from clickstream import services as clickstream_services
 from clickstream.models import Session
-from studio import embedding, search
+from studio.catalogue import embedding, search
 from tests.conftest import unit_vector
 from tests.test_search import at_angle, make_copy, make_object
 

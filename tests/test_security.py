@@ -18,7 +18,7 @@ from django.db import connection
 from drf_spectacular.generators import EndpointEnumerator
 from rest_framework.test import APIClient
 
-from studio import auth
+from studio.core import auth
 from studio.models import API_SCOPES
 from tests.conftest import ROOT, subprocess_env
 
@@ -137,16 +137,16 @@ REVIEWED_DYNAMIC_SQL = {
     "user_id and dates are bound parameters",
     ("improvement/evaluation/database.py", "_admin_execute"): "psycopg sql.SQL with sql.Identifier "
     "(throwaway evaluation database name)",
-    ("studio/embedded.py", "_ensure_database"): "psycopg sql.Identifier of the configured database name",
-    ("studio/embedded.py", "_tune"): "ALTER SYSTEM with an integer (kB) that pg_size_bytes computed from a bound "
-    "parameter",
+    ("studio/devstack/embedded.py", "_ensure_database"): "psycopg sql.Identifier of the configured database name",
+    ("studio/devstack/embedded.py", "_tune"): "ALTER SYSTEM with an integer (kB) that "
+    "pg_size_bytes computed from a bound parameter",
     ("studio/migrations/0002_objectpart_hnsw_index.py", "drop_index"): "a constant index name",
-    ("studio/personalization.py", "execute"): "a cursor wrapper forwarding its caller's statement unchanged",
-    ("studio/search.py", "_run_ranking"): "_ranking_sql: fixed fragments and the metric operator from "
+    ("studio/catalogue/personalization.py", "execute"): "a cursor wrapper forwarding its caller's statement unchanged",
+    ("studio/catalogue/search.py", "_run_ranking"): "_ranking_sql: fixed fragments and the metric operator from "
     "settings; vector, user, filter (jsonb @> bound), limits are bound parameters",
-    ("studio/services.py", "drop_hnsw_index"): "a constant index name",
-    ("studio/services.py", "create_hnsw_index"): "constant index name, opclass from STUDIO_METRIC (validated), "
-    "m/ef_construction integers from settings",
+    ("studio/catalogue/services.py", "drop_hnsw_index"): "a constant index name",
+    ("studio/catalogue/services.py", "create_hnsw_index"): "constant index name, opclass from "
+    "STUDIO_METRIC (validated), m/ef_construction integers from settings",
 }
 
 

@@ -7,8 +7,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def _variables_read() -> set[str]:
-    names = set(re.findall(r'env\.\w+\("([A-Z_]+)"', (ROOT / "studio" / "settings.py").read_text()))
-    names |= set(re.findall(r'os\.environ\.get\("([A-Z_]+)"', (ROOT / "studio" / "embedded.py").read_text()))
+    names = set(re.findall(r'env\.\w+\("([A-Z_]+)"', (ROOT / "studio" / "config" / "settings.py").read_text()))
+    names |= set(re.findall(r'os\.environ\.get\("([A-Z_]+)"', (ROOT / "studio" / "devstack" / "embedded.py").read_text()))
     names |= set(re.findall(r"\$\{([A-Z_]+):-", (ROOT / "Procfile").read_text()))
     return names
 

@@ -1,7 +1,7 @@
 """Loading an evaluation catalogue through the catalogue service, with embeddings computed once.
 
-Texts are split and embedded exactly as ``studio.services.build_parts`` does for a text upsert
-(``studio.embedding.split_text``, the bundled model, an average part for multi-chunk texts), but the
+Texts are split and embedded exactly as ``studio.catalogue.services.build_parts`` does for a text upsert
+(``studio.catalogue.embedding.split_text``, the bundled model, an average part for multi-chunk texts), but the
 chunk vectors are cached in ``STUDIO_DATA_DIR/evaluation-cache`` so that every arm, every sweep
 configuration and every later run reuses them. Query texts are cached the same way.
 """
@@ -17,7 +17,7 @@ from django.conf import settings
 from tqdm import tqdm
 
 from improvement.evaluation.datasets import EvalDataset
-from studio import embedding, services
+from studio.catalogue import embedding, services
 
 LOAD_BATCH = 500
 
@@ -73,7 +73,7 @@ def query_vectors(dataset: EvalDataset, *, progress: bool = True) -> dict[str, n
 
 
 def load_catalogue(dataset: EvalDataset, vectors: list[list[np.ndarray]], *, progress: bool = True) -> int:
-    """Upsert every object through ``studio.services.upsert_objects`` (as ``POST /objects`` does)."""
+    """Upsert every object through ``studio.catalogue.services.upsert_objects`` (as ``POST /objects`` does)."""
     items = [
         services.ObjectInput(
             object_id=obj.object_id,

@@ -1,6 +1,6 @@
 """Evaluation data sets: a catalogue, query texts, and simulated users whose clicks follow real relevance.
 
-- ``movielens``: MovieLens-100K from the installed recbole wheel (``studio.datasets``). Queries are genres
+- ``movielens``: MovieLens-100K from the installed recbole wheel (``studio.catalogue.datasets``). Queries are genres
   and genre pairs ("comedy movies"); a user's relevance of an item for a query is their own rating of an
   item matching the query (5 → 2, 4 → 1, else 0). Each user's ratings are split by time: the earlier 80 %
   drive clicks, the later 20 % are the held-out relevance.
@@ -112,7 +112,7 @@ def load_movielens(
     seed: int = 0,
 ) -> EvalDataset:
     """MovieLens-100K as an evaluation data set (see the module docstring); ``users=0`` takes all eligible."""
-    from studio.datasets import movielens_movies, movielens_ratings
+    from studio.catalogue.datasets import movielens_movies, movielens_ratings
 
     movies = movielens_movies()
     genres_of = {m.item_id: frozenset(g for g in m.genres if g != "unknown") for m in movies}

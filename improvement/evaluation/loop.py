@@ -27,7 +27,7 @@ from improvement.evaluation import catalogue
 from improvement.evaluation.clicks import make_click_model
 from improvement.evaluation.datasets import EvalDataset, SimUser
 from improvement.evaluation.metrics import SCORING_DEPTH, score_ranking
-from studio import search
+from studio.catalogue import search
 
 logger = logging.getLogger(__name__)
 

@@ -2,8 +2,8 @@
 
 from django.core.management.base import BaseCommand, CommandError
 
-from studio.auth import create_api_key
-from studio.models import API_SCOPES
+from studio.core.auth import create_api_key
+from studio.core.models import API_SCOPES
 
 
 class Command(BaseCommand):

@@ -5,9 +5,9 @@ from __future__ import annotations
 from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
-from studio import services
-from studio.datasets import DatasetMissing, movielens_movies
-from studio.models import Object
+from studio.catalogue import services
+from studio.catalogue.datasets import DatasetMissing, movielens_movies
+from studio.catalogue.models import Object
 
 
 def demo_items() -> list[services.ObjectInput]:

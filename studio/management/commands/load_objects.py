@@ -12,9 +12,9 @@ from pathlib import Path
 from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
-from studio import services
-from studio.models import ObjectPart
-from studio.validation import parse_object_item
+from studio.catalogue import services
+from studio.catalogue.models import ObjectPart
+from studio.catalogue.validation import parse_object_item
 
 MAX_REPORTED_ERRORS = 20
 

@@ -5,7 +5,7 @@ import time
 from django.conf import settings
 from django.core.management.base import BaseCommand
 
-from studio import services
+from studio.catalogue import services
 
 
 class Command(BaseCommand):

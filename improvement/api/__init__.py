@@ -1,0 +1,1 @@
+"""The improvement app's HTTP API: runs (``runs``) and user forgetting (``users``)."""

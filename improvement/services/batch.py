@@ -1,0 +1,339 @@
+"""One claimed batch, in stages: load → plan → adjust → decide → write.
+
+``process_claim`` is the sequence; each stage is a function of the ``_Batch`` it fills in. Only the
+write stage writes, in one transaction fenced on the claim's lease (``claims.fence``): a batch
+whose lease was lost writes nothing. The pure parts (what a session teaches, failure isolation,
+ranking metrics) are ``improvement.learning.batch``; the torch adjuster is imported at the first
+batch that has something to adjust.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+
+import numpy as np
+from celery.exceptions import SoftTimeLimitExceeded
+from django.conf import settings
+from django.db import connection, transaction
+from django.utils import timezone
+
+from improvement import selectors
+from improvement.learning import batch as learning
+from improvement.learning.params import AdjusterParams, AdjustResult
+from improvement.learning.totals import RunTotals, drift_histogram
+from improvement.models import AttemptOutcome
+from improvement.services.claims import Claim, fence
+from improvement.services.metrics import BatchReport, record_batch
+from studio.catalogue import embedding, personalization
+
+AdjustFn = learning.AdjustFn
+
+
+def torch_adjust(**kwargs) -> AdjustResult:
+    """The torch adjuster (``improvement.learning.adjuster.adjust``), imported at its first call."""
+    from improvement.learning import adjuster
+
+    return adjuster.adjust(**kwargs)
+
+
+@contextlib.contextmanager
+def gc_paused():
+    """Pause the cyclic garbage collector during a batch: a batch holds ~10⁶ small objects (rows,
+    tuples, lists), and every full collection would walk them all, costing seconds per batch.
+    Our batch objects form no reference cycles; reference counting frees them as usual."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+class StageClock:
+    """Seconds spent per stage: ``with clock("load"): …`` adds the block's time to ``load``."""
+
+    def __init__(self, **already: float):
+        self.seconds: dict[str, float] = dict(already)
+
+    @contextlib.contextmanager
+    def __call__(self, stage: str):
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[stage] = self.seconds.get(stage, 0.0) + time.perf_counter() - started
+
+
+@dataclass
+class _Batch:
+    """What the stages of one batch hand each other."""
+
+    claim: Claim
+    params: AdjusterParams
+    originals: dict[str, personalization.StoredVectors] = field(default_factory=dict)
+    verdicts: dict[int, learning.Verdict] = field(default_factory=dict)  # session pk → how it ends
+    candidates: list[learning.Candidate] = field(default_factory=list)  # sessions that may teach
+    embedded: dict[int, np.ndarray] = field(default_factory=dict)  # session pk → query embedded now
+    problem: learning.Problem | None = None
+    result: learning.IsolatedResult | None = None
+    used: np.ndarray | None = None  # per candidate: taught this batch
+    written: list[int] = field(default_factory=list)  # adjuster objects whose vectors are written
+    after: list[np.ndarray] = field(default_factory=list)  # per key: vectors after the batch
+    totals: RunTotals = field(default_factory=RunTotals)
+
+
+def process_claim(
+    *, claim: Claim, params: AdjusterParams, adjust: AdjustFn | None = None, claim_seconds: float = 0.0
+) -> BatchReport:
+    """Read, adjust and write one claimed batch; raises LeaseLost (nothing written) if the lease is gone."""
+    clock = StageClock(claim=claim_seconds)
+    work = _Batch(claim=claim, params=params)
+    with clock("load"):
+        _load_and_plan(work)
+    with clock("embed"):
+        _embed_queries(work)
+    with clock("load"):
+        _build_problem(work)
+    with clock("adjust"):
+        _adjust(work, adjust or torch_adjust)
+    with clock("metrics"):
+        _decide(work)
+    return _write(work, clock)
+
+
+# --- load and plan ------------------------------------------------------------------------------
+
+
+def _load_and_plan(work: _Batch) -> None:
+    """Read the sessions, their results and events and the originals; decide which sessions may teach."""
+    inputs = selectors.batch_inputs(session_pks=work.claim.session_pks)
+    object_ids = sorted({object_id for rows in inputs.shown.values() for _, object_id in rows})
+    work.originals = personalization.original_vectors(object_ids=object_ids)
+    work.verdicts, work.candidates = learning.plan_sessions(
+        inputs=inputs,
+        present=work.originals,
+        event_weights=settings.IMPROVEMENT_EVENT_WEIGHTS,
+        negatives_policy=settings.IMPROVEMENT_NEGATIVES,
+    )
+
+
+def _embed_queries(work: _Batch) -> None:
+    """Embed the queries registered without a vector (one call), then drop candidates whose query is unusable."""
+    work.embedded = _embed_missing(work.candidates, work.verdicts)
+    for candidate in work.candidates:
+        problem = _query_problem(candidate.query, work.params.metric)
+        if problem:
+            work.verdicts[candidate.pk] = learning.failed("bad_query_vector", problem)
+    work.candidates = [c for c in work.candidates if c.pk not in work.verdicts]
+
+
+def _query_problem(query: np.ndarray | None, metric: str) -> str:
+    if query is None:
+        return ""
+    if not np.isfinite(query).all():
+        return "query vector is not finite"
+    if metric == "cosine" and float(np.linalg.norm(query)) == 0.0:
+        return "query vector has zero length (cosine)"
+    return ""
+
+
+def _embed_missing(
+    candidates: list[learning.Candidate], verdicts: dict[int, learning.Verdict]
+) -> dict[int, np.ndarray]:
+    """Embed the queries of candidates registered without a vector, in one call."""
+    missing = [c for c in candidates if c.query is None]
+    for candidate in missing:
+        if not candidate.text:
+            verdicts[candidate.pk] = learning.failed("no_query", "no query vector and no query text to embed")
+    with_text = [c for c in missing if c.text]
+    if not with_text:
+        return {}
+    texts = sorted({c.text for c in with_text})
+    try:
+        by_text = dict(zip(texts, embedding.embed_texts(texts), strict=True))
+    except embedding.EmbedderUnavailable:
+        detail = "no query vector, and the embedder is off (STUDIO_EMBEDDER=none) to embed its text"
+        verdicts.update({c.pk: learning.failed("no_query", detail) for c in with_text})
+        return {}
+    for candidate in with_text:
+        candidate.query = by_text[candidate.text]
+    return {c.pk: c.query for c in with_text}
+
+
+def _build_problem(work: _Batch) -> None:
+    """Read the users' current copies of every shown object and lay the batch out for the adjuster."""
+    keys = sorted({(c.user_id, work.originals[oid].pk) for c in work.candidates for _, oid in c.shown})
+    copies = personalization.user_copy_vectors(keys=keys)
+    work.problem = learning.build_problem(candidates=work.candidates, originals=work.originals, copies=copies)
+
+
+# --- adjust and decide --------------------------------------------------------------------------
+
+
+def _adjust(work: _Batch, adjust: AdjustFn) -> None:
+    """Run the adjuster over the batch, isolating the sessions that make it fail."""
+    problem = work.problem
+    if not problem.examples:
+        work.result = learning.IsolatedResult(vectors=[], changed=[], metrics={})
+        return
+    work.result = learning.adjust_isolating_failures(
+        adjust=adjust,
+        objects=problem.adjuster_objects(),
+        examples=problem.examples,
+        users=[c.user_id for c in work.candidates],
+        params=work.params,
+        reraise=(SoftTimeLimitExceeded,),
+    )
+
+
+def _decide(work: _Batch) -> None:
+    """Each candidate's verdict, the vectors to write, and the batch's ranking totals."""
+    vectors = work.result.vectors
+    # A non-finite vector (an extreme learning rate) fails every session that touched it.
+    diverged = {i for i, vector in enumerate(vectors) if vector is not None and not np.isfinite(vector).all()}
+    work.used = _candidate_verdicts(work, diverged)
+    # Written: what the used sessions moved. Failed sessions were left out of the vectors returned
+    # (isolated or retrained without them); an object only they touched keeps its stored vector.
+    taught = {i for n, e in enumerate(work.problem.examples) if work.used[n] for i in (*e.clicked, *e.negatives)}
+    changed = work.result.changed
+    work.written = [i for i, v in enumerate(vectors) if v is not None and changed[i] and i in taught - diverged]
+    work.after = list(work.problem.start)
+    for i in work.written:
+        work.after[work.problem.adjusted_keys[i]] = np.asarray(vectors[i], dtype=np.float32)
+    work.totals = learning.ranking_totals(
+        problem=work.problem, queries=_query_matrix(work), after=work.after, used=work.used, metric=work.params.metric
+    )
+
+
+def _candidate_verdicts(work: _Batch, diverged: set[int]) -> np.ndarray:
+    """Set each candidate's verdict after the adjuster; returns which candidates were used."""
+    used = np.zeros(len(work.candidates), dtype=bool)
+    failures = work.result.failures
+    for number, (candidate, example) in enumerate(zip(work.candidates, work.problem.examples, strict=True)):
+        if number in failures:
+            work.verdicts[candidate.pk] = learning.failed("adjuster_error", failures[number][:1000])
+        elif (set(example.clicked) | set(example.negatives)) & diverged:
+            detail = "the adjuster produced non-finite vectors (lower IMPROVEMENT_LR)"
+            work.verdicts[candidate.pk] = learning.failed("diverged", detail)
+        else:
+            used[number] = True
+            detail = f"learned from {len(example.clicked)} click(s), {len(example.negatives)} pushed"
+            work.verdicts[candidate.pk] = learning.Verdict(learning.DONE, "used", detail)
+    return used
+
+
+def _query_matrix(work: _Batch) -> np.ndarray:
+    if not work.candidates:
+        return np.zeros((0, settings.STUDIO_EMBEDDING_DIM), dtype=np.float32)
+    return np.stack([c.query for c in work.candidates]).astype(np.float32)
+
+
+# --- write --------------------------------------------------------------------------------------
+
+_FINISH_SESSIONS = """
+UPDATE clickstream_session s
+SET improvement_status = v.status, improvement_detail = v.detail, lease_until = NULL, improved_at = %(now)s
+FROM unnest(%(ids)s::bigint[], %(status)s::text[], %(detail)s::text[]) AS v(id, status, detail)
+WHERE s.id = v.id
+"""
+
+_FINISH_ATTEMPTS = """
+UPDATE improvement_improvementattempt a
+SET outcome = v.status, detail = v.detail, finished_at = %(now)s
+FROM unnest(%(ids)s::bigint[], %(status)s::text[], %(detail)s::text[]) AS v(id, status, detail)
+WHERE a.session_id = v.id AND a.run_id = %(run)s AND a.outcome = 'processing'
+"""
+
+
+def _write(work: _Batch, clock: StageClock) -> BatchReport:
+    """One transaction, fenced on the lease: copies, embedded queries, sessions and attempts, run counts."""
+    claim = work.claim
+    with transaction.atomic(), connection.cursor() as cursor:
+        with clock("write"):
+            present = fence(cursor, claim)
+            vanished = [pk for pk in claim.session_pks if pk not in present]
+            writes = _copy_writes(work, gone_users={claim.users[pk] for pk in vanished})
+            stored = {pk: v.tolist() for pk, v in work.embedded.items() if pk in present}
+            if stored:
+                from clickstream.services import set_query_vectors
+
+                set_query_vectors(vectors=stored)
+            written = personalization.write_copies(copies=writes, run_id=claim.run_id)
+            finals = [(pk, work.verdicts[pk]) for pk in claim.session_pks if pk in present]
+            _finish_sessions(cursor, claim=claim, finals=finals, vanished=vanished)
+        report = _report(claim, finals, vanished=vanished, personalized=len(writes), seconds=clock.seconds)
+        record_batch(run_id=claim.run_id, report=report, totals=_batch_totals(work, report, written.drifts))
+    return report
+
+
+def _copy_writes(work: _Batch, *, gone_users: set[str]) -> list[personalization.CopyWrite]:
+    """The copies to write; none for a user deleted during the run (they are to be forgotten)."""
+    problem = work.problem
+    writes = []
+    for k in (problem.adjusted_keys[i] for i in work.written):
+        user_id, original_pk = problem.keys[k]
+        if user_id in gone_users:
+            continue
+        writes.append(
+            personalization.CopyWrite(
+                user_id=user_id,
+                original_pk=original_pk,
+                original_object_id=problem.object_ids[k],
+                vectors=work.after[k],
+                original_vectors=problem.original[k],
+                is_average=problem.is_average[k],
+            )
+        )
+    return writes
+
+
+def _finish_sessions(cursor, *, claim: Claim, finals: list, vanished: list[int]) -> None:
+    """Close the sessions with their verdicts and their attempts (a vanished session's attempt fails)."""
+    values = {
+        "ids": [pk for pk, _ in finals],
+        "status": [v.status for _, v in finals],
+        "detail": [v.detail for _, v in finals],
+        "now": timezone.now(),
+        "run": claim.run_id,
+    }
+    cursor.execute(_FINISH_SESSIONS, values)
+    values["ids"] += vanished
+    values["status"] += [AttemptOutcome.FAILED] * len(vanished)
+    values["detail"] += ["session deleted during the run"] * len(vanished)
+    cursor.execute(_FINISH_ATTEMPTS, values)
+
+
+def _report(claim: Claim, finals: list, *, vanished: list[int], personalized: int, seconds: dict) -> BatchReport:
+    counted = Counter((v.status, v.reason) for _, v in finals)
+    failed_reasons = {reason: n for (status, reason), n in counted.items() if status == learning.FAILED}
+    if vanished:
+        failed_reasons["session_deleted"] = len(vanished)
+    return BatchReport(
+        claimed=len(claim.session_pks),
+        used=counted[(learning.DONE, "used")],
+        failed=sum(failed_reasons.values()),
+        skipped={reason: n for (status, reason), n in counted.items() if status == learning.SKIPPED},
+        failed_reasons=failed_reasons,
+        objects_personalized=personalized,
+        seconds=seconds,
+    )
+
+
+def _batch_totals(work: _Batch, report: BatchReport, drifts: np.ndarray) -> RunTotals:
+    """The batch's contribution to its run's totals: ranking sums, losses, drifts, failures, stage times."""
+    totals = work.totals
+    totals.adjusted_sessions = int(work.used.sum())
+    for name in ("loss_before", "loss_after"):
+        value = work.result.metrics.get(name)
+        if isinstance(value, (int, float)) and np.isfinite(value):
+            setattr(totals, name, float(value) * totals.adjusted_sessions)
+    totals.drift_histogram = drift_histogram(drifts)
+    totals.drift_max = float(np.max(drifts)) if len(drifts) else 0.0
+    totals.failed_reasons = dict(report.failed_reasons)
+    totals.seconds = dict(report.seconds)
+    return totals

@@ -1,0 +1,224 @@
+"""Improvement runs: create and queue them, run one to its end batch by batch, close them.
+
+A run loops over batches until no ready session is left or its time budget is spent: claim
+(``claims``), process (``batch``), add to the run (``metrics``). See docs/architecture.md,
+"An improvement run".
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from collections.abc import Callable
+from datetime import datetime, timedelta
+
+from celery.exceptions import SoftTimeLimitExceeded
+from django.conf import settings
+from django.db import InterfaceError, OperationalError, transaction
+from django.utils import timezone
+
+from improvement import selectors
+from improvement.learning.params import AdjusterParams
+from improvement.models import ImprovementRun, RunStatus, RunTrigger
+from improvement.services.batch import AdjustFn, gc_paused, process_claim
+from improvement.services.claims import Claim, LeaseLost, claim_batch, release_claim, release_run_claims
+from improvement.services.metrics import BatchReport, count_on_run
+
+logger = logging.getLogger(__name__)
+
+# Errors worth retrying later: the database or the broker went away.
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (OperationalError, InterfaceError)
+
+# Fraction of IMPROVEMENT_TIME_LIMIT_SECONDS after which a run stops claiming new batches, so that
+# it ends by itself before Celery's soft limit interrupts it.
+TIME_BUDGET_FRACTION = 0.8
+
+
+def adjuster_params(**overrides) -> AdjusterParams:
+    """The adjuster's parameters from settings (``IMPROVEMENT_*``, ``STUDIO_METRIC``)."""
+    return AdjusterParams.from_settings(**overrides)
+
+
+def run_parameters(params: AdjusterParams) -> dict:
+    """Everything that shapes a run, as recorded on it."""
+    return {
+        **dataclasses.asdict(params),
+        "negatives": settings.IMPROVEMENT_NEGATIVES,
+        "event_weights": dict(settings.IMPROVEMENT_EVENT_WEIGHTS),
+        "batch_size": settings.IMPROVEMENT_BATCH_SIZE,
+        "settle_seconds": settings.IMPROVEMENT_SETTLE_SECONDS,
+        "lease_seconds": settings.IMPROVEMENT_LEASE_SECONDS,
+        "max_attempts": settings.IMPROVEMENT_MAX_ATTEMPTS,
+    }
+
+
+def create_run(*, trigger: str, task_id: str = "") -> ImprovementRun:
+    """A queued run (not started)."""
+    return ImprovementRun.objects.create(trigger=trigger, task_id=task_id, status=RunStatus.QUEUED)
+
+
+def enqueue_run(*, trigger: str) -> ImprovementRun:
+    """Create a queued run and send it to a Celery worker once this transaction commits."""
+    from improvement.tasks import improve
+
+    run = create_run(trigger=trigger)
+    transaction.on_commit(lambda: improve.delay(run_id=run.pk))
+    return run
+
+
+class BrokerUnavailable(Exception):
+    """The broker refused a run's task: the run is recorded failed, not left queued forever."""
+
+
+def queue_run(*, trigger: str) -> ImprovementRun:
+    """Create a run and hand it to a Celery worker now (call outside a transaction: the task is sent
+    on commit). Raises BrokerUnavailable, with the run marked failed, when the broker refuses it."""
+    from kombu.exceptions import OperationalError as BrokerOperationalError
+
+    run = None
+    try:
+        with transaction.atomic():
+            run = enqueue_run(trigger=trigger)
+    except (BrokerOperationalError, ConnectionError) as exc:
+        if run is None:
+            raise
+        # The run committed, but its task was never queued: no worker would ever start it.
+        finish_run(run_id=run.pk, status=RunStatus.FAILED, error=f"could not be queued: {exc}")
+        raise BrokerUnavailable(str(exc)) from exc
+    return run
+
+
+def run_for_beat(*, task_id: str) -> ImprovementRun | None:
+    """The run of a beat-started task: the one this task created before (a retry), else a new one,
+    or None when there is nothing to do (no ready session, no expired lease), so an idle service
+    does not fill the runs list with empty runs every interval."""
+    existing = selectors.run_for_task(task_id=task_id)
+    if existing is not None:
+        return existing
+    received_before = timezone.now() - timedelta(seconds=settings.IMPROVEMENT_SETTLE_SECONDS)
+    if not selectors.ready_session_exists(received_before=received_before) and not selectors.expired_lease_exists():
+        return None
+    return create_run(trigger=RunTrigger.BEAT, task_id=task_id)
+
+
+def _begin_run(run_id: int, params: AdjusterParams, scope: dict | None = None) -> bool:
+    """Mark a run running (first try or a retry); False if it already finished. ``scope`` records
+    what a narrowed run overrode (settle time, user) beside its parameters."""
+    with transaction.atomic():
+        run = ImprovementRun.objects.select_for_update().get(pk=run_id)
+        if run.status in (RunStatus.SUCCEEDED, RunStatus.FAILED):
+            return False
+        run.status = RunStatus.RUNNING
+        run.started_at = run.started_at or timezone.now()
+        run.parameters = {**run_parameters(params), **(scope or {})}
+        run.save(update_fields=["status", "started_at", "parameters"])
+    return True
+
+
+def finish_run(*, run_id: int, status: str, error: str = "") -> ImprovementRun:
+    """Close a run: status, finish time, duration, sessions per second, error text."""
+    with transaction.atomic():
+        run = ImprovementRun.objects.select_for_update().get(pk=run_id)
+        now = timezone.now()
+        run.status = status
+        run.finished_at = now
+        run.error = error[:10_000]
+        if run.started_at:
+            run.duration_seconds = max((now - run.started_at).total_seconds(), 1e-6)
+            run.sessions_per_second = run.claimed / run.duration_seconds
+        run.save(update_fields=["status", "finished_at", "error", "duration_seconds", "sessions_per_second"])
+    return run
+
+
+def execute_run(
+    *,
+    run_id: int,
+    progress: Callable[[BatchReport], None] | None = None,
+    adjust: AdjustFn | None = None,
+    settle_seconds: int | None = None,
+    user_id: str | None = None,
+) -> ImprovementRun:
+    """Run an improvement run to its end, in this process (the task, ``manage.py improve`` and the
+    evaluation call it). Idempotent: a finished run is returned as it is; a retried one first gives
+    back what its earlier try still held, and never repeats a committed batch.
+
+    ``settle_seconds`` (default ``IMPROVEMENT_SETTLE_SECONDS``) and ``user_id`` (default: every user)
+    narrow a run; the demo page's "Improve now" uses both (0 s, its user), recorded on the run.
+
+    Transient errors (database or broker gone) propagate with the run left ``running`` so that the
+    caller may retry; any other error fails the run and propagates.
+    """
+    params = adjuster_params()
+    settle = settings.IMPROVEMENT_SETTLE_SECONDS if settle_seconds is None else settle_seconds
+    scope = {"settle_seconds": settle, **({"user_id": user_id} if user_id is not None else {})}
+    if not _begin_run(run_id, params, scope):
+        return ImprovementRun.objects.get(pk=run_id)
+    release_run_claims(run_id=run_id, reason="its run was restarted before finishing it; back in the queue")
+    scope = _Scope(
+        run_id=run_id,
+        params=params,
+        adjust=adjust,
+        user_id=user_id,
+        received_before=timezone.now() - timedelta(seconds=settle),
+    )
+    try:
+        note = _run_batches(scope, progress)
+    except TRANSIENT_ERRORS:
+        raise
+    except SoftTimeLimitExceeded:
+        return finish_run(run_id=run_id, status=RunStatus.SUCCEEDED, error="stopped at the soft time limit")
+    except Exception as exc:
+        logger.exception("run %s failed", run_id)
+        finish_run(run_id=run_id, status=RunStatus.FAILED, error=f"{type(exc).__name__}: {exc}")
+        raise
+    return finish_run(run_id=run_id, status=RunStatus.SUCCEEDED, error=note)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Scope:
+    """What every batch of one run shares."""
+
+    run_id: int
+    params: AdjusterParams
+    adjust: AdjustFn | None
+    user_id: str | None
+    received_before: datetime  # sessions received before it are settled
+
+
+def _run_batches(scope: _Scope, progress: Callable[[BatchReport], None] | None) -> str:
+    """Claim and process batches until none is ready (returns "") or the time budget is spent (a note)."""
+    started = time.perf_counter()
+    budget = settings.IMPROVEMENT_TIME_LIMIT_SECONDS * TIME_BUDGET_FRACTION
+    while time.perf_counter() - started <= budget:
+        mark = time.perf_counter()
+        claim = claim_batch(run_id=scope.run_id, received_before=scope.received_before, user_id=scope.user_id)
+        if claim is None:
+            return ""
+        report = _process_or_release(scope, claim, claim_seconds=time.perf_counter() - mark)
+        if report is not None and progress is not None:
+            progress(report)
+    return "stopped claiming at the time budget; the rest waits for the next run"
+
+
+def _process_or_release(scope: _Scope, claim: Claim, *, claim_seconds: float) -> BatchReport | None:
+    """Process one claim; None when its lease was lost (nothing written); gives it back on any error."""
+    try:
+        with gc_paused():
+            return process_claim(claim=claim, params=scope.params, adjust=scope.adjust, claim_seconds=claim_seconds)
+    except LeaseLost as exc:
+        logger.warning("run %s: batch of %d sessions dropped: %s", scope.run_id, len(claim.session_pks), exc)
+        count_on_run(run_id=scope.run_id, name="lease_lost_batches")
+        return None
+    except BaseException as exc:
+        _release_quietly(claim, exc)
+        raise
+
+
+def _release_quietly(claim: Claim, exc: BaseException) -> None:
+    """Give a batch back after an error; if the database is gone too, its lease expires instead."""
+    try:
+        release_claim(claim=claim, reason=f"its run stopped: {type(exc).__name__}: {exc}"[:1000])
+        count_on_run(run_id=claim.run_id, name="released_batches")
+    except Exception:  # noqa: BLE001  the reaper returns the batch when its lease runs out
+        logger.warning("run %s: could not give back a batch; its lease will expire", claim.run_id, exc_info=True)

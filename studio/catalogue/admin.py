@@ -1,0 +1,159 @@
+"""Admin for the catalogue: objects with their parts (vectors shortened), personalized copies."""
+
+from __future__ import annotations
+
+from urllib.parse import urlencode
+
+from django.contrib import admin
+from django.urls import reverse
+from django.utils.html import format_html, format_html_join
+
+from studio.catalogue.models import Object, ObjectPart, PersonalizedObject, PersonalizedPart
+from studio.core.vectors import short_vector
+
+
+class ObjectPartInline(admin.TabularInline):
+    """An object's parts, vectors shortened."""
+
+    model = ObjectPart
+    extra = 0
+    can_delete = False
+    fields = ("index", "is_average", "vector_preview")
+    readonly_fields = fields
+
+    @admin.display(description="vector")
+    def vector_preview(self, part: ObjectPart) -> str:
+        return short_vector(part.vector)
+
+    def has_add_permission(self, request, obj=None) -> bool:
+        return False
+
+
+@admin.register(Object)
+class ObjectAdmin(admin.ModelAdmin):
+    """Original catalogue items. The list never loads vectors and never counts the whole table."""
+
+    list_display = ("object_id", "title", "updated_at")
+    search_fields = ("object_id",)
+    readonly_fields = ("object_id", "created_at", "updated_at")
+    fields = ("object_id", "payload", "text", "created_at", "updated_at")
+    inlines = [ObjectPartInline]
+    show_full_result_count = False
+    list_per_page = 50
+
+    @admin.display(description="title")
+    def title(self, obj: Object) -> str:
+        payload = obj.payload if isinstance(obj.payload, dict) else {}
+        return str(payload.get("title") or payload.get("name") or obj.text[:80])
+
+
+class PersonalizedPartInline(admin.TabularInline):
+    """A personalized copy's parts, vectors shortened."""
+
+    model = PersonalizedPart
+    extra = 0
+    can_delete = False
+    fields = ("index", "is_average", "vector_preview")
+    readonly_fields = fields
+
+    @admin.display(description="vector")
+    def vector_preview(self, part: PersonalizedPart) -> str:
+        return short_vector(part.vector)
+
+    def has_add_permission(self, request, obj=None) -> bool:
+        return False
+
+
+class PersonalizedUserFilter(admin.SimpleListFilter):
+    """Filter copies by user: the users of the most recently updated copies are offered, and any
+    user can be given in the URL (``?user_id=...``) or found with the exact-match search box."""
+
+    title = "user"
+    parameter_name = "user_id"
+
+    def lookups(self, request, model_admin):
+        recent = PersonalizedObject.objects.order_by("-updated_at").values_list("user_id", flat=True)[:500].iterator()
+        users: list[str] = []
+        current = self.value()
+        if current:
+            users.append(current)
+        for user_id in recent:
+            if user_id not in users:
+                users.append(user_id)
+            if len(users) >= 20:
+                break
+        return [(user_id, user_id) for user_id in users]
+
+    def queryset(self, request, queryset):
+        return queryset.filter(user_id=self.value()) if self.value() else queryset
+
+
+@admin.register(PersonalizedObject)
+class PersonalizedObjectAdmin(admin.ModelAdmin):
+    """Per-user adjusted copies: who, of which original, how far they drifted, which sessions shaped them."""
+
+    list_display = ("object_id", "user_id", "original_link", "drift", "updates", "last_run", "updated_at")
+    list_filter = (PersonalizedUserFilter, "updated_at")
+    search_fields = ("=user_id", "object_id")
+    raw_id_fields = ("original",)
+    readonly_fields = (
+        "original_link",
+        "user_id",
+        "object_id",
+        "updated_at",
+        "updates",
+        "last_run_link",
+        "drift",
+        "shaped_by",
+    )
+    fields = readonly_fields
+    list_select_related = ("original",)
+    inlines = [PersonalizedPartInline]
+    show_full_result_count = False
+    ordering = ("-updated_at",)
+    actions = ["reset_user_copies"]
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    @admin.display(description="original", ordering="original__object_id")
+    def original_link(self, copy: PersonalizedObject) -> str:
+        url = reverse("admin:studio_object_change", args=[copy.original_id])
+        return format_html('<a href="{}">{}</a>', url, copy.original.object_id)
+
+    @admin.display(description="last run")
+    def last_run_link(self, copy: PersonalizedObject) -> str:
+        if copy.last_run is None:
+            return "–"
+        url = reverse("admin:improvement_improvementrun_change", args=[copy.last_run])
+        return format_html('<a href="{}">run {}</a>', url, copy.last_run)
+
+    @admin.display(description="sessions that shaped it")
+    def shaped_by(self, copy: PersonalizedObject) -> str:
+        """This user's used sessions that showed the original (clicked or pushed), newest first."""
+        from clickstream.models import Session
+
+        sessions = list(
+            Session.objects.filter(
+                user_id=copy.user_id, improvement_status="done", results__object_id=copy.original.object_id
+            )
+            .order_by("-improved_at")
+            .values_list("pk", "session_id")[:50]
+        )
+        if not sessions:
+            return "–"
+        links = format_html_join(
+            ", ",
+            '<a href="{}">{}</a>',
+            ((reverse("admin:clickstream_session_change", args=[pk]), session_id) for pk, session_id in sessions),
+        )
+        all_url = reverse("admin:clickstream_session_changelist") + "?" + urlencode({"q": copy.user_id})
+        return format_html('{} — <a href="{}">all sessions of {}</a>', links, all_url, copy.user_id)
+
+    @admin.action(description="Reset these users' copies (delete every copy of each selected copy's user)")
+    def reset_user_copies(self, request, queryset) -> None:
+        from studio.catalogue.personalization import delete_user_copies
+
+        users = sorted(set(queryset.values_list("user_id", flat=True)))
+        deleted = sum(delete_user_copies(user_id=user_id)["personalized_objects"] for user_id in users)
+        self.message_user(request, f"Deleted {deleted} copies of {len(users)} user(s); their search is original again.")

@@ -1,0 +1,94 @@
+"""Catalogue models: original Objects with their vector parts, per-user personalized copies.
+
+Defined here, registered under the ``studio`` app (``studio/models.py`` imports them): the app
+label and table names predate the layout and stay (no data migration)."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.contrib.postgres.indexes import GinIndex
+from django.db import models
+from django.db.models import Q
+from pgvector.django import VectorField
+
+
+class Object(models.Model):
+    """An original catalogue item. Improvement runs never write it."""
+
+    object_id = models.CharField(max_length=256, unique=True)
+    payload = models.JSONField(default=dict, blank=True)
+    text = models.TextField(blank=True, default="")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        indexes = [
+            # search filter: WHERE payload @> '{"genre": "comedy"}'
+            GinIndex(fields=["payload"], opclasses=["jsonb_path_ops"], name="object_payload_gin"),
+        ]
+
+    def __str__(self) -> str:
+        return self.object_id
+
+
+class ObjectPart(models.Model):
+    """One vector of an Object. The HNSW index on ``vector`` is created by migration 0002
+    (its operator class follows ``STUDIO_METRIC`` at migrate time)."""
+
+    # No separate FK index: the unique (object, index) index serves lookups by object.
+    object = models.ForeignKey(Object, on_delete=models.CASCADE, related_name="parts", db_index=False)
+    index = models.PositiveSmallIntegerField()
+    vector = VectorField(dimensions=settings.STUDIO_EMBEDDING_DIM)
+    is_average = models.BooleanField(default=False)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["object", "index"], name="objectpart_object_index_uniq"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.object_id}#{self.index}"
+
+
+class PersonalizedObject(models.Model):
+    """One user's adjusted copy of an Object; replaces the original in that user's searches only."""
+
+    # No separate FK index: the unique (original, user_id) index serves lookups by original.
+    original = models.ForeignKey(Object, on_delete=models.CASCADE, related_name="personalized", db_index=False)
+    user_id = models.CharField(max_length=256)
+    object_id = models.CharField(max_length=520, help_text='Display name: "{original.object_id}_{user_id}".')
+    updated_at = models.DateTimeField(auto_now=True)
+    updates = models.PositiveIntegerField(default=0, help_text="How many improvement runs touched it.")
+    last_run = models.BigIntegerField(null=True, blank=True, help_text="Id of the last improvement run.")
+    drift = models.FloatField(default=0.0, help_text="Cosine distance from the original (largest over parts).")
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["original", "user_id"], name="personalized_original_user_uniq"),
+            models.CheckConstraint(condition=Q(drift__gte=0), name="personalized_drift_nonnegative"),
+        ]
+        indexes = [
+            # search: all of one user's copies, WHERE user_id = %s
+            models.Index(fields=["user_id"], name="personalized_user_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return self.object_id
+
+
+class PersonalizedPart(models.Model):
+    """A vector of a personalized copy. No ANN index: copies are read per user, exactly."""
+
+    # No separate FK index: the unique (personalized, index) index serves lookups by copy.
+    personalized = models.ForeignKey(PersonalizedObject, on_delete=models.CASCADE, related_name="parts", db_index=False)
+    index = models.PositiveSmallIntegerField()
+    vector = VectorField(dimensions=settings.STUDIO_EMBEDDING_DIM)
+    is_average = models.BooleanField(default=False)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["personalized", "index"], name="personalizedpart_index_uniq"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.personalized_id}#{self.index}"

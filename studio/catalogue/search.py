@@ -1,0 +1,383 @@
+"""Personalized nearest-neighbour search over the catalogue (DESIGN §4, Search).
+
+``search_objects`` is the selector that ranks; ``search_and_track`` embeds a text query, ranks,
+and registers the session through ``clickstream.services`` when asked to.
+
+Ranking. An object's distance is the smallest distance over its parts under ``STUDIO_METRIC``
+(cosine ``<=>``: 1 − cos; dot ``<#>``: −q·p; euclid ``<->``: L2). Originals come from the HNSW
+index on ``studio_objectpart`` (``hnsw.ef_search`` set for this transaction only), and the page's
+originals are re-scored exactly over all of their parts; for a user, every one of that user's
+personalized copies is scored exactly (B-tree on ``user_id``, then the part index) and stands in
+for its original, whose index candidate is dropped. A payload filter matching few objects is
+answered by an exact scan of just those; otherwise the index candidates are filtered, fetching
+more until the page is full or falling back to an exact scan.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import psycopg
+from django.conf import settings
+from django.db import connection, transaction
+
+from clickstream import services as clickstream_services  # studio → clickstream, per DESIGN §1
+from studio.catalogue import embedding
+from studio.core import db
+
+METRIC_OPERATORS = {"cosine": "<=>", "dot": "<#>", "euclid": "<->"}
+
+# pgvector 0.6 caps hnsw.ef_search at 1000, and an HNSW scan returns at most ef_search rows.
+MAX_EF_SEARCH = 1000
+# A filter matching few objects is answered by scoring exactly those objects; otherwise the index
+# candidates are filtered, which needs ef_search ≈ 1.5 × need × objects / matches. Measured on
+# 100k × 384 (benchmarks/search.py --filters): an exact scan costs ~0.025 ms per matching object and
+# the filtered index path ~0.155 ms per unit of ef_search, so exact wins while
+# matches² < ~9 × need × objects (~3,000 matches for a page of 10 out of 100k).
+EXACT_FILTER_COST_RATIO = 9.0
+EXACT_FILTER_MIN_MATCHES = 500  # below this an exact scan is always cheap
+MAX_OFFSET = 1000
+MAX_LIMIT = 100
+MAX_FILTER_KEYS = 32
+# How long the planner's row estimates are reused before they are read again.
+_ESTIMATE_TTL_SECONDS = 300.0
+
+
+@dataclass(frozen=True)
+class SearchHit:
+    """One ranked result. ``object_id`` is the original's id even when a personalized copy ranked it."""
+
+    rank: int
+    object_id: str
+    distance: float
+    score: float
+    payload: dict
+    personalized: bool
+
+
+@dataclass
+class SearchResult:
+    """A page of hits and what produced it (recorded as the session's ``search_meta``)."""
+
+    hits: list[SearchHit]
+    meta: dict = field(default_factory=dict)
+
+
+def score_from_distance(distance: float, *, metric: str | None = None) -> float:
+    """The similarity shown to clients: cos for cosine, q·p for dot, −L2 for euclid."""
+    metric = metric or settings.STUDIO_METRIC
+    return 1.0 - distance if metric == "cosine" else -distance
+
+
+def vector_literal(vector: Sequence[float]) -> str:
+    """pgvector's text form of a vector, sent as a bound parameter (never formatted into SQL)."""
+    return "[" + ",".join(repr(float(x)) for x in vector) + "]"
+
+
+_estimate_cache: tuple[float, int, int] | None = None  # (read at monotonic time, objects, parts)
+
+
+def _catalogue_estimate() -> tuple[int, int]:
+    """(originals, parts) from the planner's row estimates: instant, cached per process for a while."""
+    global _estimate_cache
+    now = time.monotonic()
+    if _estimate_cache is None or now - _estimate_cache[0] >= _ESTIMATE_TTL_SECONDS:
+        objects = db.estimated_row_count(table="studio_object")
+        parts = db.estimated_row_count(table="studio_objectpart")
+        _estimate_cache = (now, objects, parts)
+    return _estimate_cache[1], _estimate_cache[2]
+
+
+def _parts_per_object() -> float:
+    """Average parts per original (at least 1), for sizing the index fetch."""
+    objects, parts = _catalogue_estimate()
+    return min(max(parts / objects, 1.0), float(settings.STUDIO_MAX_PARTS_PER_OBJECT)) if objects else 1.0
+
+
+def initial_ef_search(*, need: int) -> int:
+    """The first index fetch for a page ending at ``need``: at least STUDIO_EF_SEARCH and 2 × need, and
+    enough rows that multi-part objects still fill the page (2 × parts-per-object × need)."""
+    wanted = math.ceil(2 * need * _parts_per_object())
+    return min(MAX_EF_SEARCH, max(settings.STUDIO_EF_SEARCH, 2 * need, wanted))
+
+
+def exact_filter_threshold(*, need: int) -> int:
+    """The most filter matches for which an exact scan of them beats filtering index candidates."""
+    objects, _parts = _catalogue_estimate()
+    return max(EXACT_FILTER_MIN_MATCHES, int(math.sqrt(EXACT_FILTER_COST_RATIO * need * objects)))
+
+
+def _count_matching(*, filter_json: str, cap: int) -> int:
+    """How many originals match the filter, counting no further than ``cap``."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM (SELECT 1 FROM studio_object WHERE payload @> %s::jsonb LIMIT %s) AS matching",
+            [filter_json, cap],
+        )
+        return int(cursor.fetchone()[0])
+
+
+_SET_EF_SEARCH = "SELECT set_config('hnsw.ef_search', %(ef_search)s, true)"
+
+
+def _ranking_sql(*, op: str, personalized: bool, filtered: bool, exact: bool) -> str:
+    """The ranking statement. Only fixed fragments and the metric's operator are formatted in;
+    every value (vector, user, filter, limits) is a bound parameter."""
+    if personalized:
+        # Per copy, its best part through the part index: cost follows this user's copies, not everyone's
+        # (a hash join would scan every user's parts).
+        mine = f"""
+        mine AS MATERIALIZED (
+            SELECT po.original_id AS oid, best.d
+            FROM studio_personalizedobject po
+            {"JOIN studio_object mo ON mo.id = po.original_id AND mo.payload @> %(filter)s::jsonb" if filtered else ""}
+            CROSS JOIN LATERAL (
+                SELECT min(pp.vector {op} %(q)s::vector) AS d
+                FROM studio_personalizedpart pp WHERE pp.personalized_id = po.id
+            ) AS best
+            WHERE po.user_id = %(user_id)s AND best.d IS NOT NULL
+        ),"""
+        not_copied = "NOT EXISTS (SELECT 1 FROM mine m WHERE m.oid = {col})"
+    else:
+        mine = """
+        mine AS (SELECT NULL::bigint AS oid, NULL::float8 AS d WHERE false),"""
+        not_copied = "true"
+    if exact:
+        candidates = f"""
+        ann AS (SELECT NULL::bigint AS oid WHERE false),
+        cand AS MATERIALIZED (
+            SELECT p.object_id AS oid, min(p.vector {op} %(q)s::vector) AS d
+            FROM studio_object o JOIN studio_objectpart p ON p.object_id = o.id
+            WHERE {"o.payload @> %(filter)s::jsonb AND" if filtered else ""} {not_copied.format(col="o.id")}
+            GROUP BY p.object_id
+        ),"""
+        # every part of every candidate was scored: the distances are already exact
+        rescored = "SELECT oid, d, personalized FROM top"
+    else:
+        # The HNSW scan stands alone so that the planner uses the index; filters apply to its output.
+        candidates = f"""
+        ann AS MATERIALIZED (
+            SELECT p.object_id AS oid, p.vector {op} %(q)s::vector AS d
+            FROM studio_objectpart p
+            ORDER BY p.vector {op} %(q)s::vector
+            LIMIT %(parts)s
+        ),
+        cand AS MATERIALIZED (
+            SELECT a.oid, min(a.d) AS d FROM ann a
+            {"JOIN studio_object fo ON fo.id = a.oid AND fo.payload @> %(filter)s::jsonb" if filtered else ""}
+            WHERE {not_copied.format(col="a.oid")}
+            GROUP BY a.oid
+        ),"""
+        # The page's originals are re-scored over ALL their parts (the index may have returned only some
+        # of a multi-part object's parts), so that every distance shown is exact: need lookups, not ef.
+        rescored = f"""
+            SELECT t.oid, t.personalized,
+                   CASE WHEN t.personalized THEN t.d
+                        ELSE (SELECT min(p.vector {op} %(q)s::vector) FROM studio_objectpart p
+                              WHERE p.object_id = t.oid)
+                   END AS d
+            FROM top t"""
+    return f"""
+        WITH {mine}{candidates}
+        ranked AS (
+            SELECT oid, d, false AS personalized FROM cand
+            UNION ALL
+            SELECT oid, d, true AS personalized FROM mine
+        ),
+        top AS MATERIALIZED (
+            SELECT oid, d, personalized FROM ranked ORDER BY d, oid LIMIT %(need)s
+        ),
+        page AS ({rescored}),
+        counts AS (
+            SELECT (SELECT count(*) FROM ann) AS ann_parts,
+                   (SELECT count(*) FROM cand) AS original_candidates,
+                   (SELECT count(*) FROM mine) AS personalized_count
+        )
+        SELECT s.ann_parts, s.original_candidates, s.personalized_count,
+               o.object_id, t.d, t.personalized, o.payload
+        FROM counts s
+        LEFT JOIN page t ON true
+        LEFT JOIN studio_object o ON o.id = t.oid
+        ORDER BY t.d, t.oid
+    """
+
+
+def _run_ranking(*, sql: str, params: dict, ef_search: int | None) -> list[tuple]:
+    """Run one ranking statement with ``hnsw.ef_search`` set for its transaction only (never the session).
+
+    With client-side binding (Django's default for psycopg 3) the setting and the ranking travel as one
+    multi-statement query, which PostgreSQL runs as one transaction (implicit in autocommit, or the
+    caller's): ``set_config(…, true)`` holds for the ranking and is gone after it, in one round trip
+    instead of four (BEGIN, SET, SELECT, COMMIT). Otherwise an explicit transaction does the same.
+    """
+    if ef_search is None:
+        with connection.cursor() as cursor:
+            cursor.execute(sql, params)
+            return cursor.fetchall()
+    params = {**params, "ef_search": str(ef_search)}
+    with connection.cursor() as cursor:
+        if isinstance(cursor.cursor, psycopg.ClientCursor):
+            cursor.execute(_SET_EF_SEARCH + "; " + sql, params)
+            cursor.nextset()
+            return cursor.fetchall()
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(_SET_EF_SEARCH, params)
+        cursor.execute(sql, params)
+        return cursor.fetchall()
+
+
+def search_objects(
+    *,
+    query_vector: Sequence[float],
+    user_id: str | None = None,
+    limit: int = 10,
+    offset: int = 0,
+    filter: dict | None = None,
+    exact: bool = False,
+) -> SearchResult:
+    """Rank the catalogue for ``query_vector`` as ``user_id`` sees it; the page ``offset … offset+limit``.
+
+    ``query_vector`` must already be validated (``studio.core.vectors.validate_vector``). ``filter`` is
+    equality on top-level payload keys. ``exact=True`` scans everything (no index): the reference
+    ranking for tests and benchmarks.
+    """
+    if not 1 <= limit <= MAX_LIMIT:
+        raise ValueError(f"limit must be in 1..{MAX_LIMIT}")
+    if not 0 <= offset <= MAX_OFFSET:
+        raise ValueError(f"offset must be in 0..{MAX_OFFSET}")
+    metric = settings.STUDIO_METRIC
+    op = METRIC_OPERATORS[metric]
+    need = offset + limit
+    filtered = bool(filter)
+    personalized = bool(user_id)
+    params = {"q": vector_literal(query_vector), "user_id": user_id, "need": need}
+    meta: dict = {"metric": metric, "limit": limit, "offset": offset, "filter": filter or {}}
+    if filtered:
+        params["filter"] = json.dumps(filter, sort_keys=True)
+        if not exact:
+            threshold = exact_filter_threshold(need=need)
+            matching = _count_matching(filter_json=params["filter"], cap=threshold + 1)
+            meta["filter_matches_at_least"] = matching
+            exact = matching <= threshold
+
+    attempts = 0
+    ef_search: int | None = None
+    while True:
+        attempts += 1
+        if not exact and ef_search is None:
+            ef_search = initial_ef_search(need=need)
+        params["parts"] = ef_search
+        sql = _ranking_sql(op=op, personalized=personalized, filtered=filtered, exact=exact)
+        rows = _run_ranking(sql=sql, params=params, ef_search=None if exact else ef_search)
+        ann_parts, original_candidates, personalized_count = rows[0][0], rows[0][1], rows[0][2]
+        if exact or original_candidates >= need:
+            break  # enough originals to fill the page beside the copies
+        index_exhausted = ann_parts < ef_search and _catalogue_estimate()[1] <= ef_search
+        if index_exhausted or ef_search >= MAX_EF_SEARCH:
+            # A catalogue smaller than the fetch, or a filter / this user's copies hiding too many
+            # candidates even at the largest fetch: scan exactly. (A large index that returns fewer rows
+            # than asked holds dead rows not yet vacuumed; fetching more is the cheaper remedy.)
+            exact = True
+            continue
+        # Scale the fetch by the share of index rows that survived filter and copies.
+        survival = max(original_candidates, 1) / max(ann_parts, 1)
+        ef_search = min(MAX_EF_SEARCH, max(ef_search * 2, math.ceil(1.5 * need / survival)))
+
+    hits = []
+    for object_id, distance, is_personalized, payload in (row[3:] for row in rows):
+        if object_id is None:
+            continue  # nothing ranked: only the counts row came back
+        hits.append((object_id, float(distance), bool(is_personalized), payload))
+    page = hits[offset : offset + limit]
+    meta.update(
+        {
+            "ef_search": ef_search,
+            "exact": exact,
+            "attempts": attempts,
+            "ann_parts": ann_parts,
+            "original_candidates": original_candidates,
+            "personalized_count": personalized_count,
+        }
+    )
+    return SearchResult(
+        hits=[
+            SearchHit(
+                rank=offset + position + 1,
+                object_id=object_id,
+                distance=distance,
+                score=score_from_distance(distance, metric=metric),
+                payload=_as_dict(payload),
+                personalized=is_personalized,
+            )
+            for position, (object_id, distance, is_personalized, payload) in enumerate(page)
+        ],
+        meta=meta,
+    )
+
+
+def _as_dict(payload: object) -> dict:
+    if isinstance(payload, str):  # a driver that does not decode jsonb
+        return json.loads(payload)
+    return payload if isinstance(payload, dict) else {}
+
+
+@dataclass
+class SearchOutcome:
+    """What the search endpoint returns: the session id (None when untracked and none given) and the hits."""
+
+    session_id: str | None
+    hits: list[SearchHit]
+    meta: dict
+
+
+class EmbedderDisabled(Exception):
+    """A text query arrived but ``STUDIO_EMBEDDER=none``."""
+
+
+def search_and_track(
+    *,
+    query: str | None = None,
+    query_vector: Sequence[float] | None = None,
+    user_id: str | None = None,
+    limit: int = 10,
+    offset: int = 0,
+    filter: dict | None = None,
+    session_id: str | None = None,
+    track: bool = True,
+) -> SearchOutcome:
+    """Embed ``query`` (unless a vector is given), rank, and with ``track`` register the session.
+
+    The session holds the query text, the query vector and the shown results in the order
+    returned with their scores; ``clickstream.services.SessionConflict`` propagates untouched
+    (nothing is registered then).
+    """
+    if query_vector is None:
+        if not embedding.embedder_enabled():
+            raise EmbedderDisabled("STUDIO_EMBEDDER=none: send query_vector instead of query.")
+        query_vector = embedding.embed_text(query or "").tolist()
+    result = search_objects(query_vector=query_vector, user_id=user_id, limit=limit, offset=offset, filter=filter)
+    result.meta["query_source"] = "vector" if query is None else "text"
+    if not track:
+        return SearchOutcome(session_id=session_id, hits=result.hits, meta=result.meta)
+    session_id = session_id or uuid.uuid4().hex
+    clickstream_services.register_session(
+        session_id=session_id,
+        user_id=user_id,
+        search_query=query or "",
+        query_vector=list(query_vector),
+        results=[
+            clickstream_services.ShownResultInput(
+                object_id=hit.object_id,
+                score=hit.score,
+                meta={"rank": hit.rank, "distance": hit.distance, "personalized": hit.personalized},
+            )
+            for hit in result.hits
+        ],
+        search_meta=result.meta,
+    )
+    return SearchOutcome(session_id=session_id, hits=result.hits, meta=result.meta)

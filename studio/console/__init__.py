@@ -1,0 +1,1 @@
+"""The console: demo page, admin dashboards and health — the only code that reads every app."""

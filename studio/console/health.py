@@ -1,0 +1,85 @@
+"""Health report: database, pgvector, broker, Celery workers, pending sessions."""
+
+from __future__ import annotations
+
+import time
+
+from django.conf import settings
+from django.db import connection
+
+
+def check_database() -> dict:
+    """Database reachability and the pgvector extension version."""
+    started = time.perf_counter()
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT extversion FROM pg_extension WHERE extname = 'vector'")
+            row = cursor.fetchone()
+    except Exception as exc:  # noqa: BLE001  health reports, it does not raise
+        return {"ok": False, "error": str(exc).splitlines()[0]}
+    return {
+        "ok": row is not None,
+        "pgvector": row[0] if row else None,
+        "latency_ms": round((time.perf_counter() - started) * 1000, 2),
+        **({} if row else {"error": "pgvector extension is not installed"}),
+    }
+
+
+def check_broker() -> dict:
+    """Whether the Celery broker accepts a connection."""
+    from studio.config.celery import app
+
+    try:
+        with app.connection_for_write() as conn:
+            conn.ensure_connection(max_retries=1, timeout=2)
+    except Exception as exc:  # noqa: BLE001
+        return {"ok": False, "error": str(exc).splitlines()[0]}
+    return {"ok": True}
+
+
+def check_workers() -> dict:
+    """Celery workers that sent a heartbeat recently."""
+    from studio.config.heartbeat import live_workers
+
+    try:
+        workers = live_workers()
+    except Exception as exc:  # noqa: BLE001
+        return {"ok": False, "workers": [], "error": str(exc).splitlines()[0]}
+    return {"ok": bool(workers), "workers": workers}
+
+
+PENDING_COUNT_CAP = 100_000
+
+
+def pending_sessions() -> int | None:
+    """Sessions waiting for improvement, counted up to ``PENDING_COUNT_CAP`` + 1 (so a backlog of
+    millions costs health no more than a bounded partial-index scan); None if it cannot be read."""
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT count(*) FROM (SELECT 1 FROM clickstream_session "
+                "WHERE improvement_status = 'pending' AND user_id IS NOT NULL LIMIT %s) AS pending",
+                [PENDING_COUNT_CAP + 1],
+            )
+            return int(cursor.fetchone()[0])
+    except Exception:  # noqa: BLE001
+        return None
+
+
+def health_report() -> tuple[bool, dict]:
+    """(healthy, report). Healthy means the database and broker answer; workers are reported."""
+    database = check_database()
+    broker = check_broker()
+    workers = check_workers()
+    pending = pending_sessions() if database["ok"] else None
+    report = {
+        "status": "ok" if database["ok"] and broker["ok"] else "degraded",
+        "database": database,
+        "broker": broker,
+        "workers": workers,
+        "pending_sessions": min(pending, PENDING_COUNT_CAP) if pending is not None else None,
+        "pending_sessions_capped": pending is not None and pending > PENDING_COUNT_CAP,
+        "metric": settings.STUDIO_METRIC,
+        "embedding_dim": settings.STUDIO_EMBEDDING_DIM,
+    }
+    return database["ok"] and broker["ok"], report

@@ -1,0 +1,1 @@
+"""The development stack: embedded PostgreSQL and Redis, and the launcher behind ``make run``."""

@@ -1,0 +1,140 @@
+"""``make run``: the whole stack on the embedded defaults.
+
+Starts the embedded PostgreSQL and Redis (unless ``DATABASE_URL`` / ``CELERY_BROKER_URL``
+are set), migrates, prints a development API key and admin login, loads the demo
+catalogue once, then runs web, Celery worker and Celery beat together with honcho.
+Ctrl-C stops all of them, then the embedded servers this launcher started.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from studio.devstack import embedded
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _manage(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(ROOT / "manage.py"), *args], env=env, cwd=ROOT, check=True)
+
+
+def _secret_file(name: str) -> Path:
+    path = embedded.data_dir() / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _dev_credentials(env: dict[str, str]) -> tuple[str, str, str]:
+    """A development API key (all scopes), a demo key (search, ingest) and an admin password,
+    kept under the data dir so that every ``make run`` prints the same ones."""
+    code = (
+        "import sys\n"
+        "from pathlib import Path\n"
+        "import django; django.setup()\n"
+        "from django.contrib.auth import get_user_model\n"
+        "from studio.core.auth import create_api_key, verify_api_key\n"
+        "def key(path, name, scopes):\n"
+        "    p = Path(path)\n"
+        "    if p.exists() and verify_api_key(p.read_text().strip()):\n"
+        "        return p.read_text().strip()\n"
+        "    _, plain = create_api_key(name=name, scopes=scopes)\n"
+        "    p.write_text(plain); p.chmod(0o600)\n"
+        "    return plain\n"
+        "dev = key(sys.argv[1], 'development', ['ingest', 'search', 'catalog', 'admin'])\n"
+        "demo = key(sys.argv[2], 'demo page', ['search', 'ingest'])\n"
+        "User = get_user_model()\n"
+        "password = Path(sys.argv[3]).read_text().strip()\n"
+        "user, _ = User.objects.get_or_create(username='admin', defaults={'is_staff': True, 'is_superuser': True})\n"
+        "user.is_staff = user.is_superuser = True; user.set_password(password); user.save()\n"
+        "print(dev); print(demo)\n"
+    )
+    password_file = _secret_file("dev-admin-password")
+    if not password_file.exists():
+        password_file.write_text(secrets.token_urlsafe(12))
+        password_file.chmod(0o600)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            code,
+            str(_secret_file("dev-api-key")),
+            str(_secret_file("demo-api-key")),
+            str(password_file),
+        ],
+        env=env,
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.split()
+    return out[-2], out[-1], password_file.read_text().strip()
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+def main() -> int:
+    """Run the stack until Ctrl-C (or SIGTERM)."""
+    signal.signal(signal.SIGTERM, _interrupt)
+    env = dict(os.environ)
+    env.setdefault("DJANGO_SETTINGS_MODULE", "studio.config.settings")
+    env.setdefault("DEBUG", "true")
+    env.setdefault("STUDIO_DEMO", "true")
+    env["HF_HUB_OFFLINE"] = "1"
+    # The Procfile's gunicorn and celery live beside this interpreter.
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    if not env.get("DATABASE_URL"):
+        server = embedded.ensure_postgres("studio")
+        env["DATABASE_URL"] = embedded.postgres_url(server.socket_dir, "studio")
+        print(f"embedded PostgreSQL: {server.pgdata}")
+    if not env.get("CELERY_BROKER_URL"):
+        redis = embedded.ensure_redis()
+        env["CELERY_BROKER_URL"] = redis.url
+        env.setdefault("CACHE_URL", redis.cache_url)
+        print(f"embedded Redis: {redis.socket_path}")
+    honcho = None
+    try:
+        _manage("migrate", "--noinput", env=env)
+        _manage("load_demo", env=env)
+        dev_key, demo_key, password = _dev_credentials(env)
+        env["STUDIO_DEMO_API_KEY"] = demo_key
+        bind = env.get("STUDIO_BIND", "127.0.0.1:8000")
+        print("\n" + "=" * 72)
+        print(f"studio is starting at http://{bind}/  (demo search page)")
+        print(f"  API docs:  http://{bind}/api/v1/docs")
+        print(f"  admin:     http://{bind}/admin/  (user admin, password {password})")
+        print(f"  API key:   {dev_key}")
+        print("  Ctrl-C stops web, worker, beat and the embedded servers.")
+        print("=" * 72 + "\n", flush=True)
+        honcho = subprocess.Popen(
+            [str(Path(sys.executable).parent / "honcho"), "start", "-f", str(ROOT / "Procfile")],
+            env=env,
+            cwd=ROOT,
+            start_new_session=True,
+        )
+        return honcho.wait()
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        if honcho is not None and honcho.poll() is None:
+            try:
+                os.killpg(honcho.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+            try:
+                honcho.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(honcho.pid, signal.SIGKILL)
+        embedded.stop_started()
+        print("studio stopped.")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
