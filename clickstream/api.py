@@ -23,10 +23,6 @@ TAGS = ["clickstream"]
 # Every operation here needs a key with the ingest scope: 401 without a valid key, 403 without the scope.
 
 
-def _invalid(exc: SessionInvalid) -> ApiError:
-    return ApiError(code=exc.code, message=str(exc), fields={exc.field: [exc.message]}, status_code=400)
-
-
 def _not_found(session_id: str) -> ApiError:
     return ApiError(code="not_found", message=f"No session '{session_id}'.", status_code=404)
 
@@ -178,7 +174,7 @@ def _events_response(request, *, session_id: str | None) -> Response:
         {
             "accepted": outcome.accepted,
             "duplicates": outcome.duplicates,
-            "rejected": [error.as_event_dict() for error in rejected],
+            "rejected": [error.as_dict() for error in rejected],
         }
     )
 
@@ -204,10 +200,7 @@ class SessionCreateApi(APIView):
     )
     def post(self, request):
         now = timezone.now()
-        try:
-            item = parse_session_item(request.data, now=now)
-        except SessionInvalid as exc:
-            raise _invalid(exc) from None
+        item = parse_session_item(request.data, now=now)  # SessionInvalid → 400 naming the field
         stored = services.register_sessions(sessions=[item], now=now)[0]
         if stored.status == services.CONFLICT:
             raise ApiError(
@@ -260,9 +253,9 @@ class SessionBatchApi(APIView):
                 rejected.append(
                     ItemError(
                         index=index,
-                        item_id=echo(raw.get("session_id")) if isinstance(raw, dict) else None,
                         code=exc.code,
                         message=str(exc),
+                        ids={"session_id": echo(raw.get("session_id")) if isinstance(raw, dict) else None},
                     )
                 )
         accepted = duplicates = 0
@@ -273,9 +266,9 @@ class SessionBatchApi(APIView):
                 rejected.append(
                     ItemError(
                         index=index,
-                        item_id=stored.session_id,
                         code="conflict",
                         message="session_id: already exists with other content",
+                        ids={"session_id": stored.session_id},
                     )
                 )
                 continue
@@ -289,7 +282,7 @@ class SessionBatchApi(APIView):
             {
                 "accepted": accepted,
                 "duplicates": duplicates,
-                "rejected": [error.as_session_dict() for error in rejected],
+                "rejected": [error.as_dict() for error in rejected],
                 "sessions": statuses,
             }
         )

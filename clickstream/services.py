@@ -33,6 +33,7 @@ from clickstream.validation import (
     ShownResultInput,
     validate_session,
 )
+from studio.core.errors import DomainError
 from studio.core.vectors import InvalidVector, validate_vector
 
 __all__ = [
@@ -59,11 +60,14 @@ REPLAYED = "replayed"
 CONFLICT = "conflict"
 
 
-class SessionConflict(Exception):
+class SessionConflict(DomainError):
     """The session_id exists with other content (HTTP 409)."""
 
+    code = "session_conflict"
+    status_code = 409
+
     def __init__(self, session_id: str):
-        super().__init__(f"session '{session_id}' already exists with other content")
+        super().__init__(f"session '{session_id}' already exists with other content", field="session_id")
         self.session_id = session_id
 
 
@@ -362,7 +366,8 @@ def record_events(*, events: Sequence[EventInput], now: datetime | None = None) 
 
 
 def _event_error(event: EventInput, code: str, message: str) -> ItemError:
-    return ItemError(index=event.index, item_id=event.event_id, code=code, message=message, session_id=event.session_id)
+    ids = {"event_id": event.event_id, "session_id": event.session_id}
+    return ItemError(index=event.index, code=code, message=message, ids=ids)
 
 
 # --- session updates --------------------------------------------------------------------------

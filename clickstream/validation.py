@@ -15,6 +15,8 @@ from datetime import UTC, datetime, timedelta
 
 from django.conf import settings
 
+from studio.core.errors import DomainError
+from studio.core.validation import ItemError, echo, json_problem, text_problem
 from studio.core.vectors import InvalidVector, validate_vector
 
 MAX_ID_CHARS = 256
@@ -27,18 +29,14 @@ SESSION_FIELDS = frozenset(
 RESULT_FIELDS = frozenset({"object_id", "score", "meta"})
 EVENT_FIELDS = frozenset({"session_id", "event_id", "object_id", "event_type", "created_at", "meta"})
 
-_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
 _canonical = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), sort_keys=True, allow_nan=False).encode
 
 
-class SessionInvalid(ValueError):
-    """A session (or one of its fields) that cannot be registered; ``field`` names the culprit."""
+class SessionInvalid(DomainError, ValueError):
+    """A session (or one of its fields) that cannot be registered; ``field`` names the culprit (HTTP 400)."""
 
     def __init__(self, field_name: str, message: str, code: str = "invalid"):
-        super().__init__(f"{field_name}: {message}")
-        self.field = field_name
-        self.message = message
-        self.code = code
+        super().__init__(message, field=field_name, code=code)
 
 
 @dataclass
@@ -75,40 +73,6 @@ class EventInput:
     event_type: str
     created_at: datetime | None
     meta: dict
-
-
-@dataclass
-class ItemError:
-    """Why one item of a batch was not stored."""
-
-    index: int
-    item_id: str | None
-    code: str
-    message: str
-    session_id: str | None = None
-
-    def as_session_dict(self) -> dict:
-        """JSON form in the sessions batch response."""
-        return {"index": self.index, "session_id": self.item_id, "code": self.code, "message": self.message}
-
-    def as_event_dict(self) -> dict:
-        """JSON form in the events responses."""
-        return {
-            "index": self.index,
-            "event_id": self.item_id,
-            "session_id": self.session_id,
-            "code": self.code,
-            "message": self.message,
-        }
-
-
-def echo(value: object) -> str | None:
-    """A client string safe to echo in a JSON response (lone surrogates escaped); None for non-strings."""
-    if not isinstance(value, str):
-        return None
-    if value.isascii():
-        return value
-    return value.encode("utf-8", "backslashreplace").decode()
 
 
 def _time_window(now: datetime) -> tuple[datetime, datetime]:
@@ -172,13 +136,9 @@ def _from_epoch(number: float, field_name: str) -> datetime:
 
 def _check_text(value: str, field_name: str) -> str:
     """Refuse what PostgreSQL text cannot hold: NUL characters and lone surrogates."""
-    if "\x00" in value:
-        raise SessionInvalid(field_name, "must not contain NUL characters")
-    if not value.isascii():
-        try:
-            value.encode()
-        except UnicodeEncodeError:
-            raise SessionInvalid(field_name, "must be valid Unicode (no lone surrogates)") from None
+    problem = text_problem(value)
+    if problem:
+        raise SessionInvalid(field_name, problem)
     return value
 
 
@@ -211,17 +171,10 @@ def _json_object(value: object, field_name: str) -> dict:
         raise SessionInvalid(field_name, "must be a JSON object")
     if not value:
         return value
-    try:
-        text = _dumps(value)
-        size = len(text.encode())
-    except (TypeError, ValueError):  # NaN/Infinity, non-JSON values, lone surrogates (UnicodeEncodeError)
-        raise SessionInvalid(field_name, "must be plain JSON (no NaN, Infinity or invalid Unicode)") from None
-    if size > settings.STUDIO_MAX_JSON_FIELD_BYTES:
-        raise SessionInvalid(
-            field_name, f"at most {settings.STUDIO_MAX_JSON_FIELD_BYTES} bytes of JSON", "json_too_large"
-        )
-    if "\\u0000" in text:
-        raise SessionInvalid(field_name, "must not contain NUL characters")  # jsonb refuses them
+    problem = json_problem(value, max_bytes=settings.STUDIO_MAX_JSON_FIELD_BYTES)
+    if problem:
+        kind, message = problem
+        raise SessionInvalid(field_name, message, "json_too_large" if kind == "too_large" else "invalid")
     return value
 
 
@@ -418,7 +371,8 @@ def parse_event_item(raw: object, *, index: int, now: datetime, session_id: str 
         moment = None if created is None else parse_timestamp(created, field_name="created_at", now=now)
         meta = _json_object(raw.get("meta"), "meta")
     except SessionInvalid as exc:
-        return ItemError(index=index, item_id=shown_id, code=exc.code, message=str(exc), session_id=shown_session)
+        ids = {"event_id": shown_id, "session_id": shown_session}
+        return ItemError(index=index, code=exc.code, message=str(exc), ids=ids)
     return EventInput(
         index=index,
         session_id=target,

@@ -86,12 +86,7 @@ class RunListCreateApi(APIView):
     def post(self, request):
         serializer = self.InputSerializer(data=request.data if request.data is not None else {})
         serializer.is_valid(raise_exception=True)
-        try:
-            run = services.queue_run(trigger=RunTrigger.API)
-        except services.BrokerUnavailable as exc:
-            raise ApiError(
-                code="broker_unavailable", message="The task broker is unavailable; retry later.", status_code=503
-            ) from exc
+        run = services.queue_run(trigger=RunTrigger.API)  # BrokerUnavailable → 503
         return Response({"id": run.pk, "status": run.status}, status=status.HTTP_202_ACCEPTED)
 
     @extend_schema(

@@ -24,6 +24,7 @@ from improvement.models import ImprovementRun, RunStatus, RunTrigger
 from improvement.services.batch import AdjustFn, gc_paused, process_claim
 from improvement.services.claims import Claim, LeaseLost, claim_batch, release_claim, release_run_claims
 from improvement.services.metrics import BatchReport, count_on_run
+from studio.core.errors import DomainError
 
 logger = logging.getLogger(__name__)
 
@@ -67,8 +68,11 @@ def enqueue_run(*, trigger: str) -> ImprovementRun:
     return run
 
 
-class BrokerUnavailable(Exception):
-    """The broker refused a run's task: the run is recorded failed, not left queued forever."""
+class BrokerUnavailable(DomainError):
+    """The broker refused a run's task: the run is recorded failed, not left queued forever (HTTP 503)."""
+
+    code = "broker_unavailable"
+    status_code = 503
 
 
 def queue_run(*, trigger: str) -> ImprovementRun:
@@ -85,7 +89,7 @@ def queue_run(*, trigger: str) -> ImprovementRun:
             raise
         # The run committed, but its task was never queued: no worker would ever start it.
         finish_run(run_id=run.pk, status=RunStatus.FAILED, error=f"could not be queued: {exc}")
-        raise BrokerUnavailable(str(exc)) from exc
+        raise BrokerUnavailable(f"The task broker is unavailable; retry later ({exc}).") from exc
     return run
 
 

@@ -12,6 +12,7 @@ from studio.catalogue import selectors, services
 from studio.catalogue.validation import parse_object_item
 from studio.core.errors import ApiError, error_body
 from studio.core.serializers import ErrorSerializer, StrictSerializer, batch_items
+from studio.core.validation import ItemError
 
 
 @extend_schema_serializer(component_name="ObjectItem")
@@ -102,19 +103,19 @@ class ObjectUpsertApi(APIView):
     def post(self, request):
         raw_items = batch_items(request.data, key="objects", limit=settings.STUDIO_MAX_OBJECTS_PER_REQUEST)
         valid: list[services.ObjectInput] = []
-        errors: list[services.ItemError] = []
+        errors: list[ItemError] = []
         seen: dict[str, int] = {}
         for index, raw in enumerate(raw_items):
             parsed = parse_object_item(raw, index)
-            if isinstance(parsed, services.ItemError):
+            if isinstance(parsed, ItemError):
                 errors.append(parsed)
             elif parsed.object_id in seen:
                 errors.append(
-                    services.ItemError(
+                    ItemError(
                         index=index,
-                        object_id=parsed.object_id,
                         code="duplicate_object_id",
                         message=f"object_id: repeats item {seen[parsed.object_id]} of this request",
+                        ids={"object_id": parsed.object_id},
                     )
                 )
             else:

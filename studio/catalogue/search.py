@@ -29,6 +29,7 @@ from django.db import connection, transaction
 from clickstream import services as clickstream_services  # studio → clickstream, per DESIGN §1
 from studio.catalogue import embedding
 from studio.core import db
+from studio.core.errors import DomainError
 
 METRIC_OPERATORS = {"cosine": "<=>", "dot": "<#>", "euclid": "<->"}
 
@@ -335,8 +336,17 @@ class SearchOutcome:
     meta: dict
 
 
-class EmbedderDisabled(Exception):
-    """A text query arrived but ``STUDIO_EMBEDDER=none``."""
+class EmbedderDisabled(DomainError):
+    """A text query arrived but ``STUDIO_EMBEDDER=none`` (HTTP 400 naming ``query``)."""
+
+    code = "embedder_disabled"
+
+    def __init__(self):
+        super().__init__("STUDIO_EMBEDDER=none: send query_vector instead of query.", field="query")
+
+
+# The session's fields that the search request calls otherwise.
+_SESSION_FIELD_NAMES = {"search_query": "query"}
 
 
 def search_and_track(
@@ -358,13 +368,22 @@ def search_and_track(
     """
     if query_vector is None:
         if not embedding.embedder_enabled():
-            raise EmbedderDisabled("STUDIO_EMBEDDER=none: send query_vector instead of query.")
+            raise EmbedderDisabled()
         query_vector = embedding.embed_text(query or "").tolist()
     result = search_objects(query_vector=query_vector, user_id=user_id, limit=limit, offset=offset, filter=filter)
     result.meta["query_source"] = "vector" if query is None else "text"
     if not track:
         return SearchOutcome(session_id=session_id, hits=result.hits, meta=result.meta)
     session_id = session_id or uuid.uuid4().hex
+    try:
+        _register(session_id=session_id, user_id=user_id, query=query, query_vector=query_vector, result=result)
+    except clickstream_services.SessionInvalid as exc:
+        raise exc.renamed(_SESSION_FIELD_NAMES) from None
+    return SearchOutcome(session_id=session_id, hits=result.hits, meta=result.meta)
+
+
+def _register(*, session_id: str, user_id: str | None, query: str | None, query_vector, result) -> None:
+    """Register the search as a session: query, vector and the shown results in order, with their scores."""
     clickstream_services.register_session(
         session_id=session_id,
         user_id=user_id,
@@ -380,4 +399,3 @@ def search_and_track(
         ],
         search_meta=result.meta,
     )
-    return SearchOutcome(session_id=session_id, hits=result.hits, meta=result.meta)

@@ -8,17 +8,14 @@ from rest_framework import serializers
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from clickstream.services import SessionConflict, SessionInvalid
 from studio.catalogue import search
-from studio.core.errors import ApiError
 from studio.core.serializers import ErrorSerializer, StrictSerializer
 from studio.core.vectors import InvalidVector, validate_vector
 
 MAX_FILTER_VALUE_CHARS = 1024
+
+
 # Where register_session names a field the search request calls otherwise.
-_SESSION_FIELD_NAMES = {"search_query": "query"}
-
-
 @extend_schema_field(
     {
         "type": "array",
@@ -134,29 +131,16 @@ class SearchApi(APIView):
         serializer = self.InputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
-        try:
-            outcome = search.search_and_track(
-                query=data.get("query"),
-                query_vector=data.get("query_vector"),
-                user_id=data.get("user_id"),
-                limit=data["limit"],
-                offset=data["offset"],
-                filter=data.get("filter") or {},
-                session_id=data.get("session_id"),
-                track=data["track"],
-            )
-        except search.EmbedderDisabled as exc:
-            raise ApiError(code="embedder_disabled", message=f"query: {exc}", fields={"query": [str(exc)]}) from None
-        except SessionConflict as exc:
-            raise ApiError(
-                code="session_conflict",
-                message=f"session_id: {exc}",
-                fields={"session_id": [str(exc)]},
-                status_code=409,
-            ) from None
-        except SessionInvalid as exc:
-            name = _SESSION_FIELD_NAMES.get(exc.field, exc.field)
-            raise ApiError(code=exc.code, message=f"{name}: {exc.message}", fields={name: [exc.message]}) from None
+        outcome = search.search_and_track(  # domain errors (embedder off, session conflict) map to HTTP once
+            query=data.get("query"),
+            query_vector=data.get("query_vector"),
+            user_id=data.get("user_id"),
+            limit=data["limit"],
+            offset=data["offset"],
+            filter=data.get("filter") or {},
+            session_id=data.get("session_id"),
+            track=data["track"],
+        )
         # Shaped as OutputSerializer documents it, built directly: the hits are already plain values.
         results = [
             {

@@ -20,6 +20,7 @@ from django.utils import timezone
 
 from studio.catalogue import embedding
 from studio.catalogue.models import Object, ObjectPart, PersonalizedObject, PersonalizedPart
+from studio.core.validation import ItemError  # noqa: F401  (re-exported for load_objects)
 
 
 @dataclass
@@ -31,20 +32,6 @@ class ObjectInput:
     text: str = ""
     vectors: Sequence[Sequence[float]] | None = None  # lists or float32 arrays; None: embed ``text``
     add_average: bool = False
-
-
-@dataclass
-class ItemError:
-    """Why one item of a batch was not written."""
-
-    index: int
-    object_id: str | None
-    code: str
-    message: str
-
-    def as_dict(self) -> dict:
-        """JSON form used by the batch endpoints."""
-        return {"index": self.index, "object_id": self.object_id, "code": self.code, "message": self.message}
 
 
 def _average(vectors: Sequence[Sequence[float]]) -> np.ndarray:

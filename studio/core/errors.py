@@ -13,6 +13,29 @@ from rest_framework.response import Response
 from rest_framework.views import exception_handler
 
 
+class DomainError(Exception):
+    """A refusal by a service, carrying how the API reports it: ``code``, HTTP ``status_code`` and the
+    ``field`` it names (if any). Services raise it; ``api_exception_handler`` maps it to HTTP, once."""
+
+    code = "invalid"
+    status_code = 400
+
+    def __init__(
+        self, message: str, *, field: str | None = None, code: str | None = None, status_code: int | None = None
+    ):
+        super().__init__(f"{field}: {message}" if field else message)
+        self.message = message
+        self.field = field
+        self.code = code or self.code
+        self.status_code = status_code or self.status_code
+
+    def renamed(self, names: dict[str, str]) -> DomainError:
+        """The same error naming ``names[field]`` instead (a field that an endpoint calls otherwise)."""
+        if self.field not in names:
+            return self
+        return DomainError(self.message, field=names[self.field], code=self.code, status_code=self.status_code)
+
+
 class ApiError(exceptions.APIException):
     """An error with an explicit code, message, HTTP status and optional per-field details."""
 
@@ -58,6 +81,9 @@ def api_exception_handler(exc: Exception, context: dict) -> Response | None:
     database outages (503) and constraint races (409). Anything else is left to
     ``ApiErrorMiddleware``, which logs it and answers a JSON 500.
     """
+    if isinstance(exc, DomainError):
+        fields = {exc.field: [exc.message]} if exc.field else {}
+        return Response(error_body(exc.code, str(exc), fields), status=exc.status_code)
     if isinstance(exc, ApiError):
         return Response(error_body(exc.error_code, exc.message, exc.fields), status=exc.status_code)
     if isinstance(exc, (OperationalError, InterfaceError)):

@@ -121,7 +121,7 @@ class Command(BaseCommand):
                     continue
                 parsed = parse_object_item(raw, number)
                 if isinstance(parsed, services.ItemError):
-                    errors.append(f"line {number} ({parsed.object_id}): {parsed.message}")
+                    errors.append(f"line {number} ({parsed.ids['object_id']}): {parsed.message}")
                     continue
                 pending.append(parsed)
                 if len(pending) >= batch_size:
