@@ -22,8 +22,8 @@ from django.utils import timezone
 from psycopg.adapt import Loader
 from psycopg.pq import Format
 
-_COPY_HEADER = b"PGCOPY\n\xff\r\n\x00" + b"\x00\x00\x00\x00" + b"\x00\x00\x00\x00"
-_COPY_TRAILER = b"\xff\xff"
+from studio.core import db
+
 _vector_oids: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
@@ -161,39 +161,6 @@ def cosine_drifts(*, originals: Sequence[np.ndarray], adjusted: Sequence[np.ndar
     return np.maximum(np.maximum.reduceat(distances, starts), 0.0)
 
 
-def parts_copy_buffer(*, owner_ids: np.ndarray, indices: np.ndarray, vectors: np.ndarray, is_average: np.ndarray):
-    """A complete binary ``COPY … (personalized_id, index, vector, is_average)`` stream for these rows."""
-    rows, dim = vectors.shape
-    layout = np.dtype(
-        [
-            ("fields", ">i2"),
-            ("owner_len", ">i4"),
-            ("owner", ">i8"),
-            ("index_len", ">i4"),
-            ("index", ">i2"),
-            ("vector_len", ">i4"),
-            ("dim", ">i2"),
-            ("unused", ">i2"),
-            ("vector", ">f4", (dim,)),
-            ("average_len", ">i4"),
-            ("average", "u1"),
-        ]
-    )
-    buffer = np.empty(rows, dtype=layout)
-    buffer["fields"] = 4
-    buffer["owner_len"] = 8
-    buffer["owner"] = owner_ids
-    buffer["index_len"] = 2
-    buffer["index"] = indices
-    buffer["vector_len"] = 4 + 4 * dim
-    buffer["dim"] = dim
-    buffer["unused"] = 0
-    buffer["vector"] = vectors
-    buffer["average_len"] = 1
-    buffer["average"] = is_average
-    return _COPY_HEADER + buffer.tobytes() + _COPY_TRAILER
-
-
 @dataclass
 class CopyWrite:
     """One (user, original) copy to write: its new parts and the original's (for the drift)."""
@@ -275,7 +242,7 @@ def write_copies(*, copies: Sequence[CopyWrite], run_id: int | None) -> WriteRep
         indices = np.concatenate([np.arange(n, dtype=np.int16) for n in counts])
         vectors = np.concatenate([c.vectors for c in copies]).astype(np.float32, copy=False)
         averages = np.concatenate([np.asarray(c.is_average, dtype=bool) for c in copies])
-        buffer = parts_copy_buffer(owner_ids=owners, indices=indices, vectors=vectors, is_average=averages)
+        buffer = db.parts_copy_stream(owner_ids=owners, indices=indices, vectors=vectors, is_average=averages)
         with cursor.copy(
             "COPY studio_personalizedpart (personalized_id, index, vector, is_average) FROM STDIN (FORMAT BINARY)"
         ) as copy:

@@ -20,6 +20,7 @@ from django.utils import timezone
 
 from studio.catalogue import embedding
 from studio.catalogue.models import Object, ObjectPart, PersonalizedObject, PersonalizedPart
+from studio.core import db
 from studio.core.validation import ItemError  # noqa: F401  (re-exported for load_objects)
 
 
@@ -221,51 +222,22 @@ def _write_batch(rows: list[tuple[str, dict, str, Sequence[Sequence[float]], lis
     return len(rows)
 
 
-_PGCOPY_HEADER = b"PGCOPY\n\xff\r\n\x00" + b"\x00" * 8  # signature, flags, header extension length
-_PGCOPY_TRAILER = b"\xff\xff"
-
-
-def _part_row_dtype(dim: int) -> np.dtype:
-    """One row of ``COPY studio_objectpart (object_id, index, vector, is_average)`` in binary format."""
-    return np.dtype(
-        [
-            ("fields", ">i2"),
-            ("object_len", ">i4"),
-            ("object_id", ">i8"),
-            ("index_len", ">i4"),
-            ("index", ">i2"),
-            ("vector_len", ">i4"),
-            ("dim", ">i2"),
-            ("unused", ">i2"),
-            ("vector", ">f4", (dim,)),
-            ("average_len", ">i4"),
-            ("average", "u1"),
-        ]
-    )
-
-
 def _copy_parts(cursor, *, pks: list[int], vectors: list[Sequence[Sequence[float]]], flags: list[list[bool]]) -> None:
     """Insert parts with one binary COPY built by numpy: no per-float text formatting or parsing."""
-    dim = settings.STUDIO_EMBEDDING_DIM
     counts = [len(object_vectors) for object_vectors in vectors]
     total = sum(counts)
     if not total:
         return
-    table = np.zeros(total, dtype=_part_row_dtype(dim))
-    table["fields"] = 4
-    table["object_len"] = 8
-    table["object_id"] = np.repeat(np.asarray(pks, dtype=np.int64), counts)
-    table["index_len"] = 2
-    table["index"] = np.concatenate([np.arange(count) for count in counts])
-    table["vector_len"] = 4 + 4 * dim
-    table["dim"] = dim
-    table["vector"] = np.asarray([vector for object_vectors in vectors for vector in object_vectors], dtype=np.float32)
-    table["average_len"] = 1
-    table["average"] = [flag for object_flags in flags for flag in object_flags]
+    stream = db.parts_copy_stream(
+        owner_ids=np.repeat(np.asarray(pks, dtype=np.int64), counts),
+        indices=np.concatenate([np.arange(count) for count in counts]),
+        vectors=np.asarray([vector for object_vectors in vectors for vector in object_vectors], dtype=np.float32),
+        is_average=[flag for object_flags in flags for flag in object_flags],
+    )
     with cursor.copy(
         'COPY studio_objectpart (object_id, "index", vector, is_average) FROM STDIN WITH (FORMAT BINARY)'
     ) as copy:
-        copy.write(_PGCOPY_HEADER + table.tobytes() + _PGCOPY_TRAILER)
+        copy.write(stream)
 
 
 HNSW_OPCLASS = {"cosine": "vector_cosine_ops", "dot": "vector_ip_ops", "euclid": "vector_l2_ops"}

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from urllib.parse import quote
 
+import numpy as np
 from django.db import connection
 
 
@@ -27,3 +28,49 @@ def database_url() -> str:
     port = f":{params['PORT']}" if params.get("PORT") else ""
     password = f":{params['PASSWORD']}" if params.get("PASSWORD") else ""
     return f"postgres://{params['USER']}{password}@{host}{port}/{params['NAME']}"
+
+
+# PostgreSQL's binary COPY framing: signature, flags, header extension length … rows … trailer.
+_COPY_HEADER = b"PGCOPY\n\xff\r\n\x00" + b"\x00" * 8
+_COPY_TRAILER = b"\xff\xff"
+
+
+def _part_row_dtype(dim: int) -> np.dtype:
+    # One binary row: field count, then (length, value) per field, big-endian; vector is pgvector's
+    # binary form (dim int16, unused int16, dim float32).
+    return np.dtype(
+        [
+            ("fields", ">i2"),
+            ("owner_len", ">i4"),
+            ("owner", ">i8"),
+            ("index_len", ">i4"),
+            ("index", ">i2"),
+            ("vector_len", ">i4"),
+            ("dim", ">i2"),
+            ("unused", ">i2"),
+            ("vector", ">f4", (dim,)),
+            ("average_len", ">i4"),
+            ("average", "u1"),
+        ]
+    )
+
+
+def parts_copy_stream(*, owner_ids, indices, vectors: np.ndarray, is_average) -> bytes:
+    """A complete binary ``COPY <parts table> (<owner bigint>, index smallint, vector, is_average boolean)
+    FROM STDIN (FORMAT BINARY)`` stream, built by numpy in one pass: no per-float text formatting.
+    Serves both part tables (originals' and personalized copies')."""
+    vectors = np.asarray(vectors, dtype=np.float32)
+    rows, dim = vectors.shape
+    table = np.empty(rows, dtype=_part_row_dtype(dim))
+    table["fields"] = 4
+    table["owner_len"] = 8
+    table["owner"] = owner_ids
+    table["index_len"] = 2
+    table["index"] = indices
+    table["vector_len"] = 4 + 4 * dim
+    table["dim"] = dim
+    table["unused"] = 0
+    table["vector"] = vectors
+    table["average_len"] = 1
+    table["average"] = is_average
+    return _COPY_HEADER + table.tobytes() + _COPY_TRAILER
