@@ -77,25 +77,27 @@ def batch_inputs(*, session_pks: Sequence[int]) -> BatchInputs:
     return BatchInputs(sessions=sessions, shown=dict(shown), events=dict(events))
 
 
-def ready_session_count(*, received_before: datetime) -> int:
-    """Pending sessions with a user received before this time (the claimer's partial index)."""
+# The one rule for "ready for improvement", in SQL over clickstream_session: pending, with a user
+# (a copy belongs to a user), received before %(before)s (the settle time; pass 'infinity' for
+# "any time"). The claimer's partial index session_pending_claim_idx covers exactly the first two
+# terms. Claims (improvement.services.claims), health, the dashboard and the evaluation use it.
+READY_SESSION_SQL = "improvement_status = 'pending' AND user_id IS NOT NULL AND received_at < %(before)s"
+_COUNT_READY = f"SELECT count(*) FROM (SELECT 1 FROM clickstream_session WHERE {READY_SESSION_SQL} LIMIT %(limit)s) r"
+_ANY_READY = f"SELECT EXISTS (SELECT 1 FROM clickstream_session WHERE {READY_SESSION_SQL})"
+
+
+def ready_session_count(*, received_before: datetime | None = None, limit: int | None = None) -> int:
+    """Sessions ready for improvement (received before ``received_before``; default: any time),
+    counted up to ``limit`` (None: all) so that a huge backlog costs a bounded index scan."""
     with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT count(*) FROM clickstream_session "
-            "WHERE improvement_status = 'pending' AND user_id IS NOT NULL AND received_at < %s",
-            [received_before],
-        )
+        cursor.execute(_COUNT_READY, {"before": received_before or "infinity", "limit": limit})
         return int(cursor.fetchone()[0])
 
 
-def ready_session_exists(*, received_before: datetime) -> bool:
+def ready_session_exists(*, received_before: datetime | None = None) -> bool:
     """Whether any session is ready (cheap on any backlog: stops at the first index entry)."""
     with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT EXISTS (SELECT 1 FROM clickstream_session "
-            "WHERE improvement_status = 'pending' AND user_id IS NOT NULL AND received_at < %s)",
-            [received_before],
-        )
+        cursor.execute(_ANY_READY, {"before": received_before or "infinity"})
         return bool(cursor.fetchone()[0])
 
 

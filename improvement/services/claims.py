@@ -34,6 +34,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from improvement.models import AttemptOutcome, ImprovementAttempt, ImprovementRun, RunStatus
+from improvement.selectors import READY_SESSION_SQL
 
 # Key of the advisory lock that serializes claimers (any constant; all workers share it).
 CLAIM_LOCK_KEY = 0x57D10_1A1
@@ -103,14 +104,14 @@ def _fail_lost_runs() -> int:
     )
 
 
-_CLAIM = """
+_CLAIM = f"""
 WITH busy AS (
     -- users another run is processing right now (expired leases were reaped just before)
     SELECT DISTINCT user_id FROM clickstream_session
     WHERE improvement_status = 'processing' AND user_id IS NOT NULL
 ), picked AS (
     SELECT id FROM clickstream_session
-    WHERE improvement_status = 'pending' AND user_id IS NOT NULL AND received_at < %(before)s
+    WHERE {READY_SESSION_SQL}
       AND (%(user)s::text IS NULL OR user_id = %(user)s)
       AND (attempts > 0 AND attempts + 1 >= %(max_attempts)s) = %(last_attempt)s
       AND user_id NOT IN (SELECT user_id FROM busy)

@@ -7,6 +7,8 @@ import time
 from django.conf import settings
 from django.db import connection
 
+from improvement.selectors import ready_session_count
+
 
 def check_database() -> dict:
     """Database reachability and the pgvector extension version."""
@@ -55,13 +57,7 @@ def pending_sessions() -> int | None:
     """Sessions waiting for improvement, counted up to ``PENDING_COUNT_CAP`` + 1 (so a backlog of
     millions costs health no more than a bounded partial-index scan); None if it cannot be read."""
     try:
-        with connection.cursor() as cursor:
-            cursor.execute(
-                "SELECT count(*) FROM (SELECT 1 FROM clickstream_session "
-                "WHERE improvement_status = 'pending' AND user_id IS NOT NULL LIMIT %s) AS pending",
-                [PENDING_COUNT_CAP + 1],
-            )
-            return int(cursor.fetchone()[0])
+        return ready_session_count(limit=PENDING_COUNT_CAP + 1)
     except Exception:  # noqa: BLE001
         return None
 
