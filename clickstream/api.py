@@ -17,7 +17,7 @@ from rest_framework.views import APIView
 from clickstream import selectors, services
 from clickstream.validation import ItemError, SessionInvalid, echo, parse_event_item, parse_session_item
 from studio.core.errors import ApiError
-from studio.core.serializers import AUTH_ERRORS, ErrorSerializer, StrictSerializer, batch_items
+from studio.core.serializers import AUTH_ERRORS, ErrorSerializer, StrictSerializer, batch_items, query_flag
 
 TAGS = ["clickstream"]
 # Every operation here needs a key with the ingest scope: 401 without a valid key, 403 without the scope.
@@ -25,10 +25,6 @@ TAGS = ["clickstream"]
 
 def _not_found(session_id: str) -> ApiError:
     return ApiError(code="not_found", message=f"No session '{session_id}'.", status_code=404)
-
-
-def _wants_vector(request) -> bool:
-    return request.query_params.get("vector", "").lower() in ("1", "true", "yes")
 
 
 # --- shared schema pieces ---------------------------------------------------------------------
@@ -302,7 +298,7 @@ class SessionDetailApi(APIView):
         session = selectors.get_session(session_id=session_id)
         if session is None:
             raise _not_found(session_id)
-        return Response(selectors.session_detail(session=session, with_vector=_wants_vector(request)))
+        return Response(selectors.session_detail(session=session, with_vector=query_flag(request, "vector")))
 
 
 class SessionEventsApi(APIView):

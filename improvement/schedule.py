@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import json
-
 from django.conf import settings
-from django.utils import timezone
+
+from studio.core.schedule import ensure_periodic_task
 
 PERIODIC_TASK_NAME = "studio: improve"
 TASK_NAME = "improvement.improve"
@@ -18,27 +17,10 @@ def ensure_beat_schedule(*, apps=None) -> bool:
     ``apps`` is a migration's app registry (historical models); None uses the real models.
     Returns whether the task was created.
     """
-    if apps is None:
-        from django.apps import apps as registry
-
-        apps = registry
-    periodic_task = apps.get_model("django_celery_beat", "PeriodicTask")
-    interval_schedule = apps.get_model("django_celery_beat", "IntervalSchedule")
-    periodic_tasks = apps.get_model("django_celery_beat", "PeriodicTasks")
-    if periodic_task.objects.filter(name=PERIODIC_TASK_NAME).exists():
-        return False
-    interval, _ = interval_schedule.objects.get_or_create(
-        every=max(1, int(settings.IMPROVEMENT_INTERVAL_SECONDS)), period="seconds"
-    )
-    periodic_task.objects.create(
+    return ensure_periodic_task(
         name=PERIODIC_TASK_NAME,
         task=TASK_NAME,
-        interval=interval,
-        args="[]",
-        kwargs=json.dumps({}),
-        enabled=True,
+        every_seconds=settings.IMPROVEMENT_INTERVAL_SECONDS,
         description="Learn from settled click sessions: claim, adjust per-user vectors, write them.",
+        apps=apps,
     )
-    # Beat re-reads its schedule when this marker moves (signals do it for admin edits, not for migrations).
-    periodic_tasks.objects.update_or_create(ident=1, defaults={"last_update": timezone.now()})
-    return True

@@ -11,7 +11,7 @@ from rest_framework.views import APIView
 from studio.catalogue import selectors, services
 from studio.catalogue.validation import parse_object_item
 from studio.core.errors import ApiError, error_body
-from studio.core.serializers import ErrorSerializer, StrictSerializer, batch_items
+from studio.core.serializers import ErrorSerializer, StrictSerializer, batch_items, query_flag
 from studio.core.validation import ItemError
 
 
@@ -168,8 +168,7 @@ class ObjectDetailApi(APIView):
         obj = selectors.get_object(object_id=object_id)
         if obj is None:
             raise ApiError(code="not_found", message=f"No object '{object_id}'.", status_code=404)
-        with_vectors = request.query_params.get("vectors", "").lower() in ("1", "true", "yes")
-        data = selectors.object_summary(obj=obj, with_vectors=with_vectors)
+        data = selectors.object_summary(obj=obj, with_vectors=query_flag(request, "vectors"))
         return Response(self.OutputSerializer(data).data)
 
     @extend_schema(

@@ -13,11 +13,9 @@ from django.conf import settings
 from django.core.checks import CheckMessage, Error, Tags, Warning, register
 from django.db import connections
 
+from studio.catalogue.services import HNSW_INDEX_NAME, HNSW_OPCLASS
+
 MIN_PGVECTOR = (0, 6)  # HNSW indexes and hnsw.ef_search
-HNSW_INDEX = (
-    "objectpart_vector_hnsw"  # studio.catalogue.services.HNSW_INDEX_NAME (not imported: it loads the embedder module)
-)
-HNSW_OPCLASS = {"cosine": "vector_cosine_ops", "dot": "vector_ip_ops", "euclid": "vector_l2_ops"}
 VECTOR_COLUMNS = (
     ("studio_objectpart", "vector"),
     ("studio_personalizedpart", "vector"),
@@ -112,7 +110,7 @@ def _index_opclass(cursor) -> str | None:
     cursor.execute(
         "SELECT opc.opcname FROM pg_index i JOIN pg_opclass opc ON opc.oid = i.indclass[0] "
         "WHERE i.indexrelid = to_regclass(%s)",
-        [HNSW_INDEX],
+        [HNSW_INDEX_NAME],
     )
     row = cursor.fetchone()
     return row[0] if row else None
@@ -127,7 +125,7 @@ def index_messages(*, opclass: str | None, metric: str, table_exists: bool) -> l
     if opclass is None:
         return [
             Warning(
-                f"The HNSW index {HNSW_INDEX} on studio_objectpart.vector is missing (an interrupted bulk load?): "
+                f"The HNSW index {HNSW_INDEX_NAME} on studio_objectpart.vector is missing (an interrupted bulk load?): "
                 "every search scans the whole catalogue.",
                 hint=f"Rebuild it: {rebuild} (`manage.py load_objects` rebuilds it too).",
                 id="studio.W001",
@@ -136,7 +134,7 @@ def index_messages(*, opclass: str | None, metric: str, table_exists: bool) -> l
     if opclass != expected:
         return [
             Error(
-                f"STUDIO_METRIC={metric} needs the HNSW index to use {expected}, but {HNSW_INDEX} uses {opclass}: "
+                f"STUDIO_METRIC={metric} needs the HNSW index to use {expected}, but {HNSW_INDEX_NAME} uses {opclass}: "
                 "searches could not use the index and would scan the whole catalogue.",
                 hint=f"Set STUDIO_METRIC back to the metric the index was built for, or rebuild the index: {rebuild}",
                 id="studio.E004",

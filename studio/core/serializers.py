@@ -64,3 +64,10 @@ class ErrorSerializer(serializers.Serializer):
 
 # The responses every authenticated operation documents (missing or bad key, missing scope).
 AUTH_ERRORS = {401: ErrorSerializer, 403: ErrorSerializer}
+
+_TRUTHY = frozenset({"1", "true", "yes", "on"})
+
+
+def query_flag(request, name: str) -> bool:
+    """A boolean query parameter: ``1``, ``true``, ``yes`` or ``on`` (any case) mean yes; anything else, no."""
+    return request.query_params.get(name, "").strip().lower() in _TRUTHY
