@@ -252,73 +252,105 @@ def search_objects(
     if not 0 <= offset <= MAX_OFFSET:
         raise ValueError(f"offset must be in 0..{MAX_OFFSET}")
     metric = settings.STUDIO_METRIC
-    op = METRIC_OPERATORS[metric]
-    need = offset + limit
-    filtered = bool(filter)
-    personalized = bool(user_id)
-    params = {"q": vector_literal(query_vector), "user_id": user_id, "need": need}
-    meta: dict = {"metric": metric, "limit": limit, "offset": offset, "filter": filter or {}}
-    if filtered:
-        params["filter"] = json.dumps(filter, sort_keys=True)
-        if not exact:
-            threshold = exact_filter_threshold(need=need)
-            matching = _count_matching(filter_json=params["filter"], cap=threshold + 1)
-            meta["filter_matches_at_least"] = matching
-            exact = matching <= threshold
+    ranking = _Ranking(
+        op=METRIC_OPERATORS[metric],
+        need=offset + limit,
+        personalized=bool(user_id),
+        filtered=bool(filter),
+        exact=exact,
+        params={"q": vector_literal(query_vector), "user_id": user_id, "need": offset + limit},
+        meta={"metric": metric, "limit": limit, "offset": offset, "filter": filter or {}},
+    )
+    if filter:
+        _plan_filter(ranking, filter)
+    rows = _rank_until_the_page_is_full(ranking)
+    return SearchResult(hits=_page_hits(rows, offset=offset, limit=limit, metric=metric), meta=ranking.meta)
 
-    attempts = 0
+
+@dataclass
+class _Ranking:
+    """One search's ranking plan and what its attempts found (``meta`` is returned with the hits)."""
+
+    op: str
+    need: int  # offset + limit: rows the page needs ranked
+    personalized: bool
+    filtered: bool
+    exact: bool
+    params: dict
+    meta: dict
     ef_search: int | None = None
-    while True:
-        attempts += 1
-        if not exact and ef_search is None:
-            ef_search = initial_ef_search(need=need)
-        params["parts"] = ef_search
-        sql = _ranking_sql(op=op, personalized=personalized, filtered=filtered, exact=exact)
-        rows = _run_ranking(sql=sql, params=params, ef_search=None if exact else ef_search)
-        ann_parts, original_candidates, personalized_count = rows[0][0], rows[0][1], rows[0][2]
-        if exact or original_candidates >= need:
-            break  # enough originals to fill the page beside the copies
-        index_exhausted = ann_parts < ef_search and _catalogue_estimate()[1] <= ef_search
-        if index_exhausted or ef_search >= MAX_EF_SEARCH:
-            # A catalogue smaller than the fetch, or a filter / this user's copies hiding too many
-            # candidates even at the largest fetch: scan exactly. (A large index that returns fewer rows
-            # than asked holds dead rows not yet vacuumed; fetching more is the cheaper remedy.)
-            exact = True
-            continue
-        # Scale the fetch by the share of index rows that survived filter and copies.
-        survival = max(original_candidates, 1) / max(ann_parts, 1)
-        ef_search = min(MAX_EF_SEARCH, max(ef_search * 2, math.ceil(1.5 * need / survival)))
+    attempts: int = 0
 
-    hits = []
-    for object_id, distance, is_personalized, payload in (row[3:] for row in rows):
-        if object_id is None:
-            continue  # nothing ranked: only the counts row came back
-        hits.append((object_id, float(distance), bool(is_personalized), payload))
-    page = hits[offset : offset + limit]
-    meta.update(
+
+def _plan_filter(ranking: _Ranking, filter: dict) -> None:
+    """Bind the filter; a filter matching few objects is ranked exactly (cheaper than filtering the index's)."""
+    ranking.params["filter"] = json.dumps(filter, sort_keys=True)
+    if ranking.exact:
+        return
+    threshold = exact_filter_threshold(need=ranking.need)
+    matching = _count_matching(filter_json=ranking.params["filter"], cap=threshold + 1)
+    ranking.meta["filter_matches_at_least"] = matching
+    ranking.exact = matching <= threshold
+
+
+def _rank_until_the_page_is_full(ranking: _Ranking) -> list[tuple]:
+    """Fetch from the index, widening the fetch until enough originals survive filter and copies
+    to fill the page beside the copies; scan exactly when widening cannot."""
+    while True:
+        ranking.attempts += 1
+        if not ranking.exact and ranking.ef_search is None:
+            ranking.ef_search = initial_ef_search(need=ranking.need)
+        ranking.params["parts"] = ranking.ef_search
+        sql = _ranking_sql(
+            op=ranking.op, personalized=ranking.personalized, filtered=ranking.filtered, exact=ranking.exact
+        )
+        rows = _run_ranking(sql=sql, params=ranking.params, ef_search=None if ranking.exact else ranking.ef_search)
+        ann_parts, original_candidates, personalized_count = rows[0][0], rows[0][1], rows[0][2]
+        if ranking.exact or original_candidates >= ranking.need:
+            break  # enough originals to fill the page beside the copies
+        _widen(ranking, ann_parts, original_candidates)
+    ranking.meta.update(
         {
-            "ef_search": ef_search,
-            "exact": exact,
-            "attempts": attempts,
+            "ef_search": ranking.ef_search,
+            "exact": ranking.exact,
+            "attempts": ranking.attempts,
             "ann_parts": ann_parts,
             "original_candidates": original_candidates,
             "personalized_count": personalized_count,
         }
     )
-    return SearchResult(
-        hits=[
-            SearchHit(
-                rank=offset + position + 1,
-                object_id=object_id,
-                distance=distance,
-                score=score_from_distance(distance, metric=metric),
-                payload=_as_dict(payload),
-                personalized=is_personalized,
-            )
-            for position, (object_id, distance, is_personalized, payload) in enumerate(page)
-        ],
-        meta=meta,
-    )
+    return rows
+
+
+def _widen(ranking: _Ranking, ann_parts: int, original_candidates: int) -> None:
+    """Plan the next attempt after one that left the page short: a wider fetch, or an exact scan."""
+    ef_search = ranking.ef_search
+    index_exhausted = ann_parts < ef_search and _catalogue_estimate()[1] <= ef_search
+    if index_exhausted or ef_search >= MAX_EF_SEARCH:
+        # A catalogue smaller than the fetch, or a filter / this user's copies hiding too many
+        # candidates even at the largest fetch: scan exactly. (A large index that returns fewer rows
+        # than asked holds dead rows not yet vacuumed; fetching more is the cheaper remedy.)
+        ranking.exact = True
+        return
+    # Scale the fetch by the share of index rows that survived filter and copies.
+    survival = max(original_candidates, 1) / max(ann_parts, 1)
+    ranking.ef_search = min(MAX_EF_SEARCH, max(ef_search * 2, math.ceil(1.5 * ranking.need / survival)))
+
+
+def _page_hits(rows: list[tuple], *, offset: int, limit: int, metric: str) -> list[SearchHit]:
+    """The page's hits from the ranking rows (a lone counts row means nothing ranked)."""
+    ranked = [row[3:] for row in rows if row[3] is not None]
+    return [
+        SearchHit(
+            rank=offset + position + 1,
+            object_id=object_id,
+            distance=float(distance),
+            score=score_from_distance(float(distance), metric=metric),
+            payload=_as_dict(payload),
+            personalized=bool(is_personalized),
+        )
+        for position, (object_id, distance, is_personalized, payload) in enumerate(ranked[offset : offset + limit])
+    ]
 
 
 def _as_dict(payload: object) -> dict:
