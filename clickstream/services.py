@@ -314,55 +314,62 @@ def record_events(*, events: Sequence[EventInput], now: datetime | None = None) 
     result = EventsOutcome()
     if not events:
         return result
-    now = now or timezone.now()
-    first_of: dict[tuple[str, str], EventInput] = {}
-    repeats: list[tuple[EventInput, EventInput]] = []
-    records = []
-    for event in events:
-        key = (event.session_id, event.event_id)
-        first = first_of.get(key)
-        if first is not None:
-            repeats.append((event, first))
-            continue
-        first_of[key] = event
-        records.append(
-            {
-                "idx": event.index,
-                "session_id": event.session_id,
-                "event_id": event.event_id,
-                "object_id": event.object_id,
-                "event_type": event.event_type,
-                "created_at": event.created_at.isoformat() if event.created_at else None,
-                "meta": event.meta,
-            }
-        )
+    firsts, repeats = _split_repeats(events)
     with connection.cursor() as cursor:
-        cursor.execute(_INSERT_EVENTS, {"events": _json(records), "now": now})
+        cursor.execute(
+            _INSERT_EVENTS, {"events": _json([_event_record(e) for e in firsts]), "now": now or timezone.now()}
+        )
         rows = cursor.fetchall()
-    by_index = {event.index: event for event in first_of.values()}
+    by_index = {event.index: event for event in firsts}
     refused: dict[int, ItemError] = {}
     for index, session_known, shown, inserted in rows:
-        event = by_index[index]
-        if inserted:
+        problem = None if inserted else _event_problem(by_index[index], session_known=session_known, shown=shown)
+        if problem is not None:
+            refused[index] = problem
+        elif inserted:
             result.accepted += 1
-        elif not session_known:
-            refused[index] = _event_error(event, "unknown_session", f"session_id: no session '{event.session_id}'")
-        elif not shown:
-            refused[index] = _event_error(
-                event, "object_not_shown", f"object_id: '{event.object_id}' was not shown in this session"
-            )
         else:
             result.duplicates += 1
     for event, first in repeats:
         if first.index in refused:
-            result.rejected.append(
-                _event_error(event, refused[first.index].code, f"repeats item {first.index}, which was refused")
-            )
+            message = f"repeats item {first.index}, which was refused"
+            result.rejected.append(_event_error(event, refused[first.index].code, message))
         else:
             result.duplicates += 1
-    result.rejected.extend(refused.values())
-    result.rejected.sort(key=lambda error: error.index)
+    result.rejected = sorted([*result.rejected, *refused.values()], key=lambda error: error.index)
     return result
+
+
+def _split_repeats(events: Sequence[EventInput]) -> tuple[list[EventInput], list[tuple[EventInput, EventInput]]]:
+    """The first event of each (session, event_id), and each later one paired with its first."""
+    first_of: dict[tuple[str, str], EventInput] = {}
+    repeats = []
+    for event in events:
+        first = first_of.setdefault((event.session_id, event.event_id), event)
+        if first is not event:
+            repeats.append((event, first))
+    return list(first_of.values()), repeats
+
+
+def _event_record(event: EventInput) -> dict:
+    return {
+        "idx": event.index,
+        "session_id": event.session_id,
+        "event_id": event.event_id,
+        "object_id": event.object_id,
+        "event_type": event.event_type,
+        "created_at": event.created_at.isoformat() if event.created_at else None,
+        "meta": event.meta,
+    }
+
+
+def _event_problem(event: EventInput, *, session_known: bool, shown: bool) -> ItemError | None:
+    """Why an event that was not inserted is refused; None for a duplicate of a stored event."""
+    if not session_known:
+        return _event_error(event, "unknown_session", f"session_id: no session '{event.session_id}'")
+    if not shown:
+        return _event_error(event, "object_not_shown", f"object_id: '{event.object_id}' was not shown in this session")
+    return None
 
 
 def _event_error(event: EventInput, code: str, message: str) -> ItemError:

@@ -218,27 +218,10 @@ def validate_session(
 
     ``results`` items may be ShownResultInput or raw JSON objects ``{object_id, score?, meta?}``.
     """
-    session_id = _identifier(session_id, "session_id")
-    if "/" in session_id:
-        raise SessionInvalid("session_id", "must not contain '/'")
-    if session_id in RESERVED_SESSION_IDS:
-        raise SessionInvalid("session_id", f"'{session_id}' is reserved")
+    session_id = _session_id(session_id)
     user_id = _identifier(user_id, "user_id", required=False)
-    if search_query is None:
-        search_query = ""
-    if not isinstance(search_query, str):
-        raise SessionInvalid("search_query", "must be a string")
-    if len(search_query) > settings.STUDIO_MAX_TEXT_CHARS:
-        raise SessionInvalid("search_query", f"at most {settings.STUDIO_MAX_TEXT_CHARS} characters", "too_long")
-    _check_text(search_query, "search_query")
-    vector = None
-    if query_vector is not None:
-        try:
-            vector = validate_vector(query_vector)
-        except InvalidVector as exc:
-            raise SessionInvalid("query_vector", str(exc), "invalid_vector") from None
-        except OverflowError:  # an integer beyond float range
-            raise SessionInvalid("query_vector", "must contain only finite numbers", "invalid_vector") from None
+    search_query = _text(search_query, "search_query", max_chars=settings.STUDIO_MAX_TEXT_CHARS, default="")
+    vector = None if query_vector is None else _query_vector(query_vector)
     meta = _json_object(search_meta, "search_meta")
     shown = _validate_results(results)
     moment = None if created_at is None else parse_timestamp(created_at, field_name="created_at", now=now)
@@ -260,6 +243,35 @@ def validate_session(
         created_at=moment,
         fingerprint=fingerprint,
     )
+
+
+def _session_id(value: object) -> str:
+    session_id = _identifier(value, "session_id")
+    if "/" in session_id:
+        raise SessionInvalid("session_id", "must not contain '/'")
+    if session_id in RESERVED_SESSION_IDS:
+        raise SessionInvalid("session_id", f"'{session_id}' is reserved")
+    return session_id
+
+
+def _text(value: object, field_name: str, *, max_chars: int, default: str) -> str:
+    """A string field (None: ``default``) of at most ``max_chars`` characters that PostgreSQL can store."""
+    if value is None:
+        return default
+    if not isinstance(value, str):
+        raise SessionInvalid(field_name, "must be a string")
+    if len(value) > max_chars:
+        raise SessionInvalid(field_name, f"at most {max_chars} characters", "too_long")
+    return _check_text(value, field_name)
+
+
+def _query_vector(value: object) -> list[float]:
+    try:
+        return validate_vector(value)
+    except InvalidVector as exc:
+        raise SessionInvalid("query_vector", str(exc), "invalid_vector") from None
+    except OverflowError:  # an integer beyond float range
+        raise SessionInvalid("query_vector", "must contain only finite numbers", "invalid_vector") from None
 
 
 def _finite_number(value: object, field_name: str) -> float:
@@ -346,39 +358,38 @@ def parse_event_item(raw: object, *, index: int, now: datetime, session_id: str 
     item_session = raw.get("session_id") if isinstance(raw, dict) else None
     shown_session = session_id or echo(item_session)
     try:
-        if not isinstance(raw, dict):
-            raise SessionInvalid("event", "each event must be a JSON object")
-        unknown = set(raw) - EVENT_FIELDS
-        if unknown:
-            raise SessionInvalid(min(unknown), "unknown field", "unknown_field")
-        if session_id is None:
-            target = _identifier(item_session, "session_id")
-        elif item_session is not None and item_session != session_id:
-            raise SessionInvalid("session_id", "differs from the session in the URL", "session_mismatch")
-        else:
-            target = session_id
-        event_id = _identifier(event_id, "event_id")
-        object_id = _identifier(raw.get("object_id"), "object_id")
-        event_type = raw.get("event_type", "click")
-        if event_type is None:
-            event_type = "click"
-        if not isinstance(event_type, str) or not event_type.strip():
-            raise SessionInvalid("event_type", "a non-empty string is required")
-        if len(event_type) > MAX_EVENT_TYPE_CHARS:
-            raise SessionInvalid("event_type", f"at most {MAX_EVENT_TYPE_CHARS} characters", "too_long")
-        _check_text(event_type, "event_type")
-        created = raw.get("created_at")
-        moment = None if created is None else parse_timestamp(created, field_name="created_at", now=now)
-        meta = _json_object(raw.get("meta"), "meta")
+        return _event(raw, index=index, now=now, session_id=session_id)
     except SessionInvalid as exc:
         ids = {"event_id": shown_id, "session_id": shown_session}
         return ItemError(index=index, code=exc.code, message=str(exc), ids=ids)
+
+
+def _event(raw: object, *, index: int, now: datetime, session_id: str | None) -> EventInput:
+    if not isinstance(raw, dict):
+        raise SessionInvalid("event", "each event must be a JSON object")
+    unknown = set(raw) - EVENT_FIELDS
+    if unknown:
+        raise SessionInvalid(min(unknown), "unknown field", "unknown_field")
+    item_session = raw.get("session_id")
+    if session_id is None:
+        session_id = _identifier(item_session, "session_id")
+    elif item_session is not None and item_session != session_id:
+        raise SessionInvalid("session_id", "differs from the session in the URL", "session_mismatch")
+    created = raw.get("created_at")
     return EventInput(
         index=index,
-        session_id=target,
-        event_id=event_id,
-        object_id=object_id,
-        event_type=event_type,
-        created_at=moment,
-        meta=meta,
+        session_id=session_id,
+        event_id=_identifier(raw.get("event_id"), "event_id"),
+        object_id=_identifier(raw.get("object_id"), "object_id"),
+        event_type=_event_type(raw.get("event_type", "click")),
+        created_at=None if created is None else parse_timestamp(created, field_name="created_at", now=now),
+        meta=_json_object(raw.get("meta"), "meta"),
     )
+
+
+def _event_type(value: object) -> str:
+    if value is None:
+        return "click"
+    if not isinstance(value, str) or not value.strip():
+        raise SessionInvalid("event_type", "a non-empty string is required")
+    return _text(value, "event_type", max_chars=MAX_EVENT_TYPE_CHARS, default="click")
