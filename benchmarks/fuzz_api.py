@@ -7,7 +7,7 @@ lookups sometimes hit), then gunicorn on a free 127.0.0.1 port; the load is boun
 count (``--examples``, default 200 per operation and mode; ``--quick`` 25).
 Last line: ``{"operations", "examples", "server_errors", "nonconforming", "seconds"}``.
 
-``fuzz_schema`` is also used by ``tests/test_fuzz_api.py`` (in process, over WSGI, fewer examples).
+``fuzz_schema`` is also used by ``tests/system/test_fuzz_api.py`` (in process, over WSGI, fewer examples).
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ ALL_SCOPES = "ingest,search,catalog,admin"
 # per-item rejections by design, and unknown query parameters are ignored, as HTTP APIs do),
 # ``positive_data_acceptance`` (a schema cannot say "this object_id must exist" or "events only for
 # objects shown", so valid-looking data is refused with a documented 4xx), and the stateful auth
-# checks (tests/test_security.py proves 401/403 on every operation).
+# checks (tests/system/test_security.py proves 401/403 on every operation).
 CHECK_NAMES = (
     "not_a_server_error",
     "status_code_conformance",

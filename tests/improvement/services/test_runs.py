@@ -1,0 +1,108 @@
+"""improvement.services.runs: runs in process against the real database — a click moves the clicked object
+up for that user only, learning accumulates, errors give the batch back, retries finish, beat runs only with
+work. (Claims are in test_claims, batches in test_batch, the Celery worker tests in tests.improvement.test_tasks.)"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from clickstream.models import Session
+from improvement import services
+from improvement.models import AttemptOutcome, ImprovementAttempt, RunStatus, RunTrigger
+from improvement.services import runs
+from studio.models import PersonalizedObject
+from tests.improvement.support import (
+    assert_same_parts,
+    click,
+    later,
+    original_parts,
+    ranking,
+    register,
+    run_improvement,
+)
+
+
+def test_a_click_moves_the_clicked_object_up_for_that_user_only(world):
+    query = world["query"]
+    order = ranking(query, None)
+    target = order[3]
+    before_parts = original_parts()
+    session = register(user_id="alice", shown=order[:6], query_vector=query)
+    click(session, target)
+    run = run_improvement()
+
+    assert run.status == RunStatus.SUCCEEDED
+    assert (run.claimed, run.used, run.failed) == (1, 1, 0)
+    assert run.objects_personalized >= 1
+    assert ranking(query, "alice").index(target) < 3
+    assert ranking(query, "bob") == order
+    assert ranking(query, None) == order
+    assert_same_parts(before_parts, original_parts())
+    session.refresh_from_db()
+    assert session.improvement_status == "done" and session.lease_until is None
+    assert session.improvement_detail.startswith("learned from 1 click")
+    assert run.metrics["clicked_rank_before"] == 4.0
+    assert run.metrics["clicked_rank_after"] < 4.0
+    assert run.metrics["clicked_similarity_change"] > 0
+    assert run.metrics["pushed_similarity_change"] < 0  # above_last_click pushes the three above
+    assert 0 < run.metrics["drift_max"] <= 0.05 + 1e-4
+    assert run.sessions_per_second > 0 and run.duration_seconds > 0
+    assert run.parameters["negatives"] == "above_last_click" and run.parameters["lr"] == pytest.approx(1e-3)
+    copy = PersonalizedObject.objects.get(user_id="alice", original__object_id=target)
+    assert copy.object_id == f"{target}_alice" and copy.updates == 1 and copy.last_run == run.pk
+    attempt = ImprovementAttempt.objects.get(session=session)
+    assert (attempt.outcome, attempt.run_id) == (AttemptOutcome.DONE, run.pk)
+
+
+def test_learning_accumulates_over_runs(world):
+    query = world["query"]
+    order = ranking(query, None)
+    target = order[5]
+    similarities = []
+    for _ in range(2):
+        session = register(user_id="alice", shown=order[:6], query_vector=query)
+        click(session, target)
+        run_improvement()
+        copy = PersonalizedObject.objects.get(user_id="alice", original__object_id=target)
+        vector = np.asarray(copy.parts.get().vector)
+        similarities.append(float(vector @ query / np.linalg.norm(vector)))
+    assert similarities[1] > similarities[0]
+    assert copy.updates == 2
+
+
+def test_an_error_mid_run_gives_the_batch_back(world):
+    order = ranking(world["query"], None)
+    click(register(user_id="u", shown=order[:4], query_vector=world["query"]), order[3])
+
+    def broken_everywhere(**kwargs):
+        raise KeyboardInterrupt  # not an adjuster fault: the run stops and hands its batch back
+
+    run = services.create_run(trigger=RunTrigger.COMMAND)
+    with pytest.raises(KeyboardInterrupt):
+        services.execute_run(run_id=run.pk, adjust=broken_everywhere)
+    session = Session.objects.get()
+    assert (session.improvement_status, session.attempts) == ("pending", 1)
+    assert ImprovementAttempt.objects.get().outcome == AttemptOutcome.RELEASED
+    assert run_improvement().used == 1
+
+
+def test_a_retried_run_gives_back_its_earlier_claim_and_finishes(world):
+    order = ranking(world["query"], None)
+    click(register(user_id="u", shown=order[:4], query_vector=world["query"]), order[3])
+    run = services.create_run(trigger=RunTrigger.COMMAND)
+    runs._begin_run(run.pk, services.adjuster_params())
+    services.claim_batch(run_id=run.pk, received_before=later())  # … then the worker lost the database
+    run = services.execute_run(run_id=run.pk)  # the task's retry
+    assert run.status == RunStatus.SUCCEEDED and run.used == 1
+    assert sorted(ImprovementAttempt.objects.values_list("outcome", flat=True)) == ["done", "released"]
+    assert services.execute_run(run_id=run.pk).used == 1  # a finished run is not run again
+
+
+def test_beat_creates_a_run_only_when_there_is_work(world):
+    assert services.run_for_beat(task_id="t1") is None
+    order = list(world["vectors"])
+    click(register(user_id="u", shown=order[:2], query_vector=world["query"]), order[0])
+    run = services.run_for_beat(task_id="t2")
+    assert run.trigger == RunTrigger.BEAT
+    assert services.run_for_beat(task_id="t2") == run  # the task's retry continues the same run

@@ -1,0 +1,23 @@
+"""studio.core.vectors: validating vectors from the outside world."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+
+def test_validate_vector_rules():
+    from studio.core.vectors import InvalidVector, validate_vector, validate_vector_array
+
+    assert validate_vector([1, 2.5, 0], dim=3) == [1.0, 2.5, 0.0]
+    assert validate_vector_array(np.asarray([1, 2, 3], dtype=np.int64), dim=3).dtype == np.float32
+    assert validate_vector([np.float64(1.0), np.int32(2), 3], dim=3) == [1.0, 2.0, 3.0]
+    for bad in ([1, 2], [1, 2, float("nan")], [1, 2, float("inf")], [1, 2, "3"], [1, 2, True], "123", None):
+        with pytest.raises(InvalidVector):
+            validate_vector(bad, dim=3)
+    with pytest.raises(InvalidVector, match="32-bit"):
+        validate_vector([1, 2, 3.5e38], dim=3)
+    with pytest.raises(InvalidVector):
+        validate_vector([1, 2, 10**400], dim=3)
+    with pytest.raises(InvalidVector):
+        validate_vector_array(np.zeros((3, 1)), dim=3)

@@ -1,9 +1,0 @@
-"""Foundation smoke tests: the embedded database has pgvector and the schema migrated."""
-
-from django.db import connection
-
-
-def test_pgvector_extension_installed(db):
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT extversion FROM pg_extension WHERE extname = 'vector'")
-        assert cursor.fetchone()[0] >= "0.6"
