@@ -238,50 +238,36 @@ class SessionBatchApi(APIView):
     def post(self, request):
         raw_items = batch_items(request.data, key="sessions", limit=settings.CLICKSTREAM_MAX_SESSIONS_PER_BATCH)
         now = timezone.now()
-        valid = []
-        indexes = []
-        rejected: list[ItemError] = []
-        for index, raw in enumerate(raw_items):
-            try:
-                valid.append(parse_session_item(raw, now=now))
-                indexes.append(index)
-            except SessionInvalid as exc:
-                rejected.append(
-                    ItemError(
-                        index=index,
-                        code=exc.code,
-                        message=str(exc),
-                        ids={"session_id": echo(raw.get("session_id")) if isinstance(raw, dict) else None},
-                    )
-                )
+        valid, indexes, rejected = _parse_sessions(raw_items, now=now)
         accepted = duplicates = 0
         statuses = []
         for stored in services.register_sessions(sessions=valid, now=now):
             index = indexes[stored.index]
             if stored.status == services.CONFLICT:
+                message = "session_id: already exists with other content"
                 rejected.append(
-                    ItemError(
-                        index=index,
-                        code="conflict",
-                        message="session_id: already exists with other content",
-                        ids={"session_id": stored.session_id},
-                    )
+                    ItemError(index=index, code="conflict", message=message, ids={"session_id": stored.session_id})
                 )
                 continue
-            if stored.status == services.CREATED:
-                accepted += 1
-            else:
-                duplicates += 1
+            accepted += stored.status == services.CREATED
+            duplicates += stored.status != services.CREATED
             statuses.append({"index": index, "session_id": stored.session_id, "status": stored.status})
         rejected.sort(key=lambda error: error.index)
-        return Response(
-            {
-                "accepted": accepted,
-                "duplicates": duplicates,
-                "rejected": [error.as_dict() for error in rejected],
-                "sessions": statuses,
-            }
-        )
+        body = {"accepted": accepted, "duplicates": duplicates, "rejected": [e.as_dict() for e in rejected]}
+        return Response({**body, "sessions": statuses})
+
+
+def _parse_sessions(raw_items: list, *, now) -> tuple[list, list[int], list[ItemError]]:
+    """The valid sessions of a batch with their request indexes, and an error per invalid one."""
+    valid, indexes, rejected = [], [], []
+    for index, raw in enumerate(raw_items):
+        try:
+            valid.append(parse_session_item(raw, now=now))
+            indexes.append(index)
+        except SessionInvalid as exc:
+            shown_id = echo(raw.get("session_id")) if isinstance(raw, dict) else None
+            rejected.append(ItemError(index=index, code=exc.code, message=str(exc), ids={"session_id": shown_id}))
+    return valid, indexes, rejected
 
 
 class SessionDetailApi(APIView):

@@ -210,6 +210,22 @@ def write_copies(*, copies: Sequence[CopyWrite], run_id: int | None) -> WriteRep
     if not copies:
         return WriteReport(ids=[], drifts=np.zeros(0), created=0, updated=0)
     keys = [(c.original_pk, c.user_id) for c in copies]
+    _check_copies(copies, keys)
+    drifts = cosine_drifts(originals=[c.original_vectors for c in copies], adjusted=[c.vectors for c in copies])
+    # Server-side binding (binary parameters): Django's client-side binding would spell 100k array
+    # elements into the SQL text.
+    with binary_cursor() as cursor:
+        returned = _upsert_copy_rows(cursor, copies, drifts=drifts, run_id=run_id)
+        ids = [returned[key][0] for key in keys]
+        replaced = [returned[key][0] for key in keys if not returned[key][1]]
+        if replaced:
+            cursor.execute("DELETE FROM studio_personalizedpart WHERE personalized_id = ANY(%b::bigint[])", [replaced])
+        _copy_parts(cursor, copies, ids)
+    created = sum(1 for key in keys if returned[key][1])
+    return WriteReport(ids=ids, drifts=drifts, created=created, updated=len(keys) - created)
+
+
+def _check_copies(copies: Sequence[CopyWrite], keys: list[tuple[int, str]]) -> None:
     if len(set(keys)) != len(keys):
         raise ValueError("write_copies: each (user, original) may appear once")
     for copy in copies:
@@ -217,38 +233,37 @@ def write_copies(*, copies: Sequence[CopyWrite], run_id: int | None) -> WriteRep
             raise ValueError(f"write_copies: {copy.original_object_id} for {copy.user_id}: parts differ in shape")
         if not np.isfinite(copy.vectors).all():
             raise ValueError(f"write_copies: {copy.original_object_id} for {copy.user_id}: non-finite vector")
-    drifts = cosine_drifts(originals=[c.original_vectors for c in copies], adjusted=[c.vectors for c in copies])
-    # Server-side binding (binary parameters): Django's client-side binding would spell 100k array
-    # elements into the SQL text.
-    with binary_cursor() as cursor:
-        cursor.execute(
-            _UPSERT_COPIES,
-            {
-                "now": timezone.now(),
-                "run": run_id,
-                "original": [c.original_pk for c in copies],
-                "user": [c.user_id for c in copies],
-                "object_id": [f"{c.original_object_id}_{c.user_id}" for c in copies],
-                "drift": [float(d) for d in drifts],
-            },
-        )
-        returned = {(int(original), user): (int(pk), inserted) for pk, original, user, inserted in cursor.fetchall()}
-        ids = [returned[key][0] for key in keys]
-        replaced = [returned[key][0] for key in keys if not returned[key][1]]
-        if replaced:
-            cursor.execute("DELETE FROM studio_personalizedpart WHERE personalized_id = ANY(%b::bigint[])", [replaced])
-        counts = np.fromiter((len(c.vectors) for c in copies), dtype=np.int64, count=len(copies))
-        owners = np.repeat(np.asarray(ids, dtype=np.int64), counts)
-        indices = np.concatenate([np.arange(n, dtype=np.int16) for n in counts])
-        vectors = np.concatenate([c.vectors for c in copies]).astype(np.float32, copy=False)
-        averages = np.concatenate([np.asarray(c.is_average, dtype=bool) for c in copies])
-        buffer = db.parts_copy_stream(owner_ids=owners, indices=indices, vectors=vectors, is_average=averages)
-        with cursor.copy(
-            "COPY studio_personalizedpart (personalized_id, index, vector, is_average) FROM STDIN (FORMAT BINARY)"
-        ) as copy:
-            copy.write(buffer)
-    created = sum(1 for key in keys if returned[key][1])
-    return WriteReport(ids=ids, drifts=drifts, created=created, updated=len(keys) - created)
+
+
+def _upsert_copy_rows(cursor, copies: Sequence[CopyWrite], *, drifts: np.ndarray, run_id: int | None) -> dict:
+    """Upsert the copies' rows; ``{(original pk, user): (copy pk, inserted)}``."""
+    cursor.execute(
+        _UPSERT_COPIES,
+        {
+            "now": timezone.now(),
+            "run": run_id,
+            "original": [c.original_pk for c in copies],
+            "user": [c.user_id for c in copies],
+            "object_id": [f"{c.original_object_id}_{c.user_id}" for c in copies],
+            "drift": [float(d) for d in drifts],
+        },
+    )
+    return {(int(original), user): (int(pk), inserted) for pk, original, user, inserted in cursor.fetchall()}
+
+
+def _copy_parts(cursor, copies: Sequence[CopyWrite], ids: list[int]) -> None:
+    """Insert every copy's parts with one binary COPY."""
+    counts = np.fromiter((len(c.vectors) for c in copies), dtype=np.int64, count=len(copies))
+    stream = db.parts_copy_stream(
+        owner_ids=np.repeat(np.asarray(ids, dtype=np.int64), counts),
+        indices=np.concatenate([np.arange(n, dtype=np.int16) for n in counts]),
+        vectors=np.concatenate([c.vectors for c in copies]).astype(np.float32, copy=False),
+        is_average=np.concatenate([np.asarray(c.is_average, dtype=bool) for c in copies]),
+    )
+    with cursor.copy(
+        "COPY studio_personalizedpart (personalized_id, index, vector, is_average) FROM STDIN (FORMAT BINARY)"
+    ) as copy:
+        copy.write(stream)
 
 
 _DELETE_USER_COPIES = """

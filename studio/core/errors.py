@@ -73,55 +73,65 @@ def _first_message(fields: dict) -> str:
     return "Invalid input."
 
 
-def api_exception_handler(exc: Exception, context: dict) -> Response | None:
-    """DRF exception handler producing the studio error shape.
+# Django and database errors that are the client's or the moment's, not a bug: (code, message, status).
+_PLAIN_ERRORS: tuple[tuple[type[BaseException], str, str, int], ...] = (
+    (IntegrityError, "conflict", "A concurrent change conflicted; retry.", 409),  # a concurrent write won
+    (DataError, "invalid", "A value is out of range for the database.", 400),
+    (RecursionError, "parse_error", "JSON parse error - nested too deeply.", 400),  # deeper than the parser recurses
+    (RequestDataTooBig, "payload_too_large", "The request body is too large.", 413),
+    (SuspiciousOperation, "bad_request", "The request was refused as malformed.", 400),
+)
 
-    Handles every DRF ``APIException`` (400 parse/validation, 401, 403, 404, 405, 406, 413 via
-    ``ApiError``, 415, 429 with ``Retry-After``), Django's 404/403/validation/oversize errors,
-    database outages (503) and constraint races (409). Anything else is left to
-    ``ApiErrorMiddleware``, which logs it and answers a JSON 500.
+
+def api_exception_handler(exc: Exception, context: dict) -> Response | None:
+    """DRF exception handler producing the studio error shape: the one place errors become HTTP.
+
+    Handles domain errors (``DomainError``: code, status and field of their own), every DRF
+    ``APIException`` (400 parse/validation, 401, 403, 404, 405, 406, 413 via ``ApiError``, 415, 429
+    with ``Retry-After``), Django's 404/403/validation/oversize errors, database outages (503) and
+    constraint races (409). Anything else is left to ``ApiErrorMiddleware``, which logs it and
+    answers a JSON 500.
     """
+    response = _studio_error(exc)
+    if response is not None:
+        return response
+    if isinstance(exc, Http404):
+        exc = exceptions.NotFound()
+    elif isinstance(exc, PermissionDenied):
+        exc = exceptions.PermissionDenied()
+    response = exception_handler(exc, context)
+    if response is not None:
+        response.data = _drf_error_body(exc)
+    return response
+
+
+def _studio_error(exc: Exception) -> Response | None:
+    """The response for errors DRF does not know, or None."""
     if isinstance(exc, DomainError):
         fields = {exc.field: [exc.message]} if exc.field else {}
         return Response(error_body(exc.code, str(exc), fields), status=exc.status_code)
     if isinstance(exc, ApiError):
         return Response(error_body(exc.error_code, exc.message, exc.fields), status=exc.status_code)
     if isinstance(exc, (OperationalError, InterfaceError)):
-        return Response(
-            error_body("database_unavailable", "The database is unavailable; retry later."),
-            status=status.HTTP_503_SERVICE_UNAVAILABLE,
-            headers={"Retry-After": "5"},
-        )
-    if isinstance(exc, IntegrityError):  # a concurrent request wrote the same row first
-        return Response(error_body("conflict", "A concurrent change conflicted; retry."), status=409)
-    if isinstance(exc, DataError):
-        return Response(error_body("invalid", "A value is out of range for the database."), status=400)
-    if isinstance(exc, RecursionError):  # JSON nested deeper than the parser recurses
-        return Response(error_body("parse_error", "JSON parse error - nested too deeply."), status=400)
-    if isinstance(exc, RequestDataTooBig):
-        return Response(error_body("payload_too_large", "The request body is too large."), status=413)
+        body = error_body("database_unavailable", "The database is unavailable; retry later.")
+        return Response(body, status=status.HTTP_503_SERVICE_UNAVAILABLE, headers={"Retry-After": "5"})
     if isinstance(exc, DjangoValidationError):
         messages = exc.message_dict if hasattr(exc, "error_dict") else {"non_field_errors": exc.messages}
         fields = {name: [str(m) for m in value] for name, value in messages.items()}
         return Response(error_body("invalid", _first_message(fields), fields), status=400)
-    if isinstance(exc, SuspiciousOperation):
-        return Response(error_body("bad_request", "The request was refused as malformed."), status=400)
-    if isinstance(exc, Http404):
-        exc = exceptions.NotFound()
-    elif isinstance(exc, PermissionDenied):
-        exc = exceptions.PermissionDenied()
-    response = exception_handler(exc, context)
-    if response is None:
-        return None
+    for kind, code, message, status_code in _PLAIN_ERRORS:
+        if isinstance(exc, kind):
+            return Response(error_body(code, message), status=status_code)
+    return None
+
+
+def _drf_error_body(exc: Exception) -> dict[str, Any]:
     if isinstance(exc, exceptions.ValidationError):
         detail = exc.detail if isinstance(exc.detail, dict) else {"non_field_errors": exc.detail}
         fields = _flatten(detail)
-        response.data = error_body("invalid", _first_message(fields), fields)
-    else:
-        codes = exc.get_codes() if isinstance(exc, exceptions.APIException) else "error"
-        code = codes if isinstance(codes, str) else "error"
-        response.data = error_body(code, str(getattr(exc, "detail", exc)))
-    return response
+        return error_body("invalid", _first_message(fields), fields)
+    codes = exc.get_codes() if isinstance(exc, exceptions.APIException) else "error"
+    return error_body(codes if isinstance(codes, str) else "error", str(getattr(exc, "detail", exc)))
 
 
 def json_error(code: str, message: str, status_code: int, **headers: str) -> JsonResponse:
