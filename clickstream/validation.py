@@ -87,32 +87,7 @@ def parse_timestamp(value: object, *, field_name: str, now: datetime) -> datetim
 
     Naive ISO times are taken as UTC. Raises SessionInvalid naming ``field_name``.
     """
-    if isinstance(value, datetime):
-        moment = value if value.tzinfo else value.replace(tzinfo=UTC)
-    elif isinstance(value, bool) or value is None:
-        raise SessionInvalid(field_name, "must be an ISO 8601 time or epoch seconds", "invalid_timestamp")
-    elif isinstance(value, (int, float)):
-        try:
-            moment = _from_epoch(float(value), field_name)
-        except OverflowError:
-            raise SessionInvalid(field_name, "epoch seconds out of range", "invalid_timestamp") from None
-    elif isinstance(value, str):
-        text = value.strip()
-        if not text or len(text) > 64:
-            raise SessionInvalid(field_name, "must be an ISO 8601 time or epoch seconds", "invalid_timestamp")
-        try:
-            moment = _from_epoch(float(text), field_name)
-        except ValueError:
-            try:
-                moment = datetime.fromisoformat(text)
-            except ValueError:
-                raise SessionInvalid(
-                    field_name, f"not an ISO 8601 time or epoch seconds: {text!r}", "invalid_timestamp"
-                ) from None
-            if moment.tzinfo is None:
-                moment = moment.replace(tzinfo=UTC)
-    else:
-        raise SessionInvalid(field_name, "must be an ISO 8601 time or epoch seconds", "invalid_timestamp")
+    moment = _moment(value, field_name)
     earliest, latest = _time_window(now)
     if moment < earliest or moment > latest:
         raise SessionInvalid(
@@ -123,6 +98,28 @@ def parse_timestamp(value: object, *, field_name: str, now: datetime) -> datetim
             "timestamp_out_of_window",
         )
     return moment.astimezone(UTC)
+
+
+def _moment(value: object, field_name: str) -> datetime:
+    if isinstance(value, datetime):
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        try:
+            return _from_epoch(float(value), field_name)
+        except OverflowError:
+            raise SessionInvalid(field_name, "epoch seconds out of range", "invalid_timestamp") from None
+    text = value.strip() if isinstance(value, str) else ""
+    if not text or len(text) > 64:
+        raise SessionInvalid(field_name, "must be an ISO 8601 time or epoch seconds", "invalid_timestamp")
+    try:
+        return _from_epoch(float(text), field_name)
+    except ValueError:  # not a number (or not a usable one): ISO 8601 then
+        try:
+            moment = datetime.fromisoformat(text)
+        except ValueError:
+            message = f"not an ISO 8601 time or epoch seconds: {text!r}"
+            raise SessionInvalid(field_name, message, "invalid_timestamp") from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def _from_epoch(number: float, field_name: str) -> datetime:
