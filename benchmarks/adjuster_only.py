@@ -1,4 +1,4 @@
-"""Adjuster-only throughput (DESIGN §7: ≥ 3,000 sessions/s at 10 iterations on the 2-core CPU).
+"""Adjuster-only throughput (docs/architecture.md, "Targets": ≥ 3,000 sessions/s at 10 iterations on the 2-core CPU).
 
 Synthetic batches shaped like production: sessions of ``results`` shown objects (1–2 clicked, the
 rest negatives, as Embedding Studio's "all shown-unclicked"), single-part objects of dimension

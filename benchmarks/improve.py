@@ -18,7 +18,7 @@ are more distinct parameters than the synthetic batches' shared objects).
 
     .venv/bin/python benchmarks/improve.py [--quick] [--runs 3] [--profile]
 
-Targets (DESIGN §7): e2e ≥ 1,000 sessions/s; e2e / adjuster-only ≥ 0.5.
+Targets (docs/architecture.md, "Targets"): e2e ≥ 1,000 sessions/s; e2e / adjuster-only ≥ 0.5.
 Last line: ``{"sessions", "e2e_sessions_per_s", "adjuster_sessions_per_s", "ratio", ...}``.
 """
 

@@ -7,7 +7,7 @@ CACHE_URL. A bounded thread pool of keep-alive ``http.client`` connections sends
 pre-encoded requests per run (self-stopping), checking every response; each figure is the median
 of ``--runs`` runs, the bare ``GET /api/v1/health`` rate measured in the same run is the baseline.
 
-Targets (DESIGN §7, 2-core machine): ≥ 10,000 events/s, ≥ 4,000 sessions/s batched,
+Targets (docs/architecture.md, "Targets", 2-core machine): ≥ 10,000 events/s, ≥ 4,000 sessions/s batched,
 ≥ 400 single-session POST/s. ``--profile`` adds an in-process cProfile of where a request's time goes.
 Last line: ``{"events_per_s", "sessions_per_s_batched", "single_session_posts_per_s", "health_rps", ...}``.
 """

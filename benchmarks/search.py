@@ -14,7 +14,7 @@ computed in numpy in the same run (checked against ``search_objects(exact=True)`
 ``--filters`` adds in-process timings of exact vs index paths for filters of several selectivities
 (the evidence for ``studio.catalogue.search.exact_filter_threshold``).
 
-Targets (DESIGN §7, 2-core machine): p50 ≤ 15 ms with a query vector, recall@10 ≥ 0.95.
+Targets (docs/architecture.md, "Targets", 2-core machine): p50 ≤ 15 ms with a query vector, recall@10 ≥ 0.95.
 Last line: ``{"objects", "p50_ms_vector", "p95_ms_vector", "p50_ms_text", "recall_at_10", "api_to_sql_ratio", …}``.
 """
 

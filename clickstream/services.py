@@ -5,7 +5,7 @@ Hot paths (sessions and events) write with one multi-row statement per batch
 and safe under concurrent identical requests, because PostgreSQL's unique indexes decide
 which copy wins.
 
-Query vectors: this app imports no embedder (``clickstream`` depends on no other app of ours), so a
+Query vectors: this app imports no embedder (``clickstream`` depends only on ``studio.core``), so a
 session registered without ``query_vector`` keeps it NULL; the improvement run embeds missing
 query vectors in bulk when it claims sessions and stores them with ``set_query_vectors``.
 

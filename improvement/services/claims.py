@@ -8,8 +8,8 @@ A run loops over batches until no ready session is left (or its time budget is s
    ``processing`` with one lease for the whole batch, and record an attempt per session;
 2. **read** everything the batch needs in bulk (sessions, shown results, events, originals, the
    users' current copies), embed missing query vectors in one call;
-3. **adjust** with the torch adjuster (``improvement.adjuster``), isolating sessions that make it fail;
-4. **write** (one transaction): fence on the lease, upsert the copies (``studio.personalization``),
+3. **adjust** with the torch adjuster (``improvement.learning.adjuster``), isolating sessions that make it fail;
+4. **write** (one transaction): fence on the lease, upsert the copies (``studio.catalogue.personalization``),
    finish the sessions and their attempts, add the batch to the run's counts and metrics.
 
 Why whole users: two runs must never adjust the same (user, object) at once, or the later write

@@ -1,4 +1,4 @@
-"""Personalized nearest-neighbour search over the catalogue (DESIGN §4, Search).
+"""Personalized nearest-neighbour search over the catalogue (docs/architecture.md, "Search").
 
 ``search_objects`` is the selector that ranks; ``search_and_track`` embeds a text query, ranks,
 and registers the session through ``clickstream.services`` when asked to.
@@ -26,7 +26,7 @@ import psycopg
 from django.conf import settings
 from django.db import connection, transaction
 
-from clickstream import services as clickstream_services  # studio → clickstream, per DESIGN §1
+from clickstream import services as clickstream_services  # catalogue → clickstream (docs/architecture.md)
 from studio.catalogue import embedding
 from studio.core import db
 from studio.core.errors import DomainError

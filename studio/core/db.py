@@ -1,6 +1,6 @@
 """Shared database infrastructure: helpers on the PostgreSQL connection that know no app's models.
 
-Any app may import this module (``clickstream`` included, see DESIGN §1): it holds plain SQL about
+Any app may import this module (``clickstream`` included; docs/architecture.md, "Rooms"): it holds plain SQL about
 the database itself, never a model or a query of one app's tables by meaning.
 """
 

@@ -22,7 +22,7 @@ from studio.core import auth
 from studio.models import API_SCOPES
 from tests.support import ROOT, subprocess_env
 
-# Operations that hold no data and need no key (DESIGN §4: health; the schema and its UI).
+# Operations that hold no data and need no key (docs/architecture.md, "Keys and scopes": health; the schema and its UI).
 PUBLIC = {("/api/v1/health", "GET"), ("/api/v1/schema", "GET"), ("/api/v1/docs", "GET")}
 PATH_VALUES = {"object_id": "obj-1", "run_id": "1", "session_id": "sess-1", "user_id": "user-1"}
 
