@@ -5,8 +5,8 @@ of its own (never another session's), migrations, an API key, gunicorn on a free
 pointed at those servers through DATABASE_URL / CELERY_BROKER_URL / CACHE_URL, stopped at the end.
 Two ways to get the servers:
 
-- in process (``fresh_embedded_in_process``): the benchmark itself imports Django, whose settings
-  start the embedded servers under ``STUDIO_DATA_DIR``; gunicorn then gets ``gunicorn_env()``;
+- in process (``fresh_embedded_in_process``): the benchmark starts the embedded servers under
+  ``STUDIO_DATA_DIR`` (settings start nothing), then imports Django; gunicorn then gets ``gunicorn_env()``;
 - in subprocesses (``fresh_embedded_servers``): the benchmark never imports Django and drives
   ``studio.devstack.embedded`` and ``manage.py`` as child processes.
 """
@@ -41,7 +41,7 @@ def free_port() -> int:
 def fresh_embedded_in_process(data_dir: Path):
     """Point this process at empty embedded servers under ``data_dir`` (wiped); returns ``studio.devstack.embedded``.
 
-    Only the environment is set here: the servers start when Django's settings are imported.
+    Call before importing Django: the settings name these servers, they do not start them.
     """
     os.environ["STUDIO_DATA_DIR"] = str(data_dir)
     for name in SERVER_URL_VARIABLES:
@@ -58,6 +58,7 @@ def fresh_embedded_in_process(data_dir: Path):
         embedded.stop_redis()
     shutil.rmtree(data_dir, ignore_errors=True)
     data_dir.mkdir(parents=True)
+    embedded.start_servers()
     return embedded
 
 

@@ -389,6 +389,9 @@ def main() -> int:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "studio.config.settings")
     os.environ["HF_HUB_OFFLINE"] = "1"
     os.environ.setdefault("LOG_LEVEL", "WARNING")
+    from studio.devstack import embedded
+
+    embedded.start_servers()  # settings start nothing: a benchmark starts what it needs (kept data reused)
     import django
 
     django.setup()
