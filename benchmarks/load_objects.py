@@ -4,7 +4,7 @@ Runs on its own: an embedded PostgreSQL + Redis under ``.studio/bench-foundation
 stopped at the end), a JSONL file of N clustered random unit vectors (N = 100,000; ``--quick``
 10,000), then ``load_objects`` three times into an emptied catalogue (median reported).
 
-Target (DESIGN §7): load + index ≤ 60 s for 100k × 384 on a 2-core machine.
+Target (docs/architecture.md, "Targets"): load + index ≤ 60 s for 100k × 384 on a 2-core machine.
 Last line: ``{"rows", "load_and_index_s", "load_s", "index_s", ...}``.
 """
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-# P(click | examined, grade) for grades 0, 1, 2 (DESIGN §6); higher grades use the last value.
+# P(click | examined, grade) for grades 0, 1, 2 (docs/architecture.md); higher grades use the last value.
 DEFAULT_CLICK_PROBABILITIES = (0.05, 0.5, 0.9)
 
 

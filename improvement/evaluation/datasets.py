@@ -115,9 +115,50 @@ def load_movielens(
     from studio.catalogue.datasets import movielens_movies, movielens_ratings
 
     movies = movielens_movies()
-    genres_of = {m.item_id: frozenset(g for g in m.genres if g != "unknown") for m in movies}
-    objects = [EvalObject(object_id=m.item_id, text=m.text, payload=m.payload) for m in movies]
+    intents, queries = _genre_intents({m.item_id: frozenset(g for g in m.genres if g != "unknown") for m in movies})
+    draw = _Draw(queries_per_user, related_per_user, min_relevant, held_out_share, seed)
+    by_user = _ratings_by_user(movielens_ratings())
+    drawn = (_movielens_user(uid, by_user[uid], intents, draw) for uid in sorted(by_user, key=int))
+    selected = _choose_users([user for user in drawn if user is not None], users, seed)
+    return EvalDataset(
+        name="movielens",
+        objects=[EvalObject(object_id=m.item_id, text=m.text, payload=m.payload) for m in movies],
+        queries=queries,
+        users=selected,
+        views=("seen", "reworded", "related", "held_out"),
+        bystanders=_bystanders(selected),
+        probe_queries=[intents.query_id[i] for i in intents.intents[:: max(1, len(intents.intents) // 10)]],
+        exclude_clicked=frozenset({"held_out"}),
+    )
 
+
+@dataclass(frozen=True)
+class _Draw:
+    """How a MovieLens user's queries are drawn (the options of ``load_movielens``)."""
+
+    queries_per_user: int
+    related_per_user: int
+    min_relevant: int
+    held_out_share: float
+    seed: int
+
+
+@dataclass
+class _Intents:
+    """The MovieLens query intents (every genre, and genre pairs with enough movies), in order, with their
+    query ids and the items that match them."""
+
+    intents: list[tuple[str, ...]]
+    query_id: dict[tuple[str, ...], str]
+    items: dict[tuple[str, ...], set[str]]
+
+    def relevance(self, grades: dict[str, int], intent: tuple[str, ...]) -> Relevance:
+        """The graded items that match ``intent``."""
+        return {item: g for item, g in grades.items() if item in self.items[intent]}
+
+
+def _genre_intents(genres_of: dict[str, frozenset[str]]) -> tuple[_Intents, dict[str, str]]:
+    """The intents and the query texts: per intent its plain query ("comedy movies") and its rewordings."""
     genre_list = sorted({g for gs in genres_of.values() for g in gs})
     intents: list[tuple[str, ...]] = [(g,) for g in genre_list]
     for pair in combinations(genre_list, 2):
@@ -132,60 +173,55 @@ def load_movielens(
         for n, template in enumerate(REWORDINGS):
             queries[f"r{n}:{qid}"] = template.format(x=_genre_phrase(intent))
     items_of = {intent: {item for item, gs in genres_of.items() if set(intent) <= gs} for intent in intents}
+    return _Intents(intents=intents, query_id=intent_id, items=items_of), queries
 
+
+def _ratings_by_user(ratings) -> dict[str, list]:
+    """The ratings grouped by user id."""
     by_user: dict[str, list] = defaultdict(list)
-    for rating in movielens_ratings():
+    for rating in ratings:
         by_user[rating.user_id].append(rating)
+    return by_user
 
-    rng = np.random.default_rng(seed)
-    eligible: list[SimUser] = []
-    for uid in sorted(by_user, key=int):
-        ratings = sorted(by_user[uid], key=lambda r: (r.timestamp, int(r.item_id)))
-        cut = int(math.floor(len(ratings) * (1.0 - held_out_share)))
-        earlier = {r.item_id: _grade(r.rating) for r in ratings[:cut] if _grade(r.rating) > 0}
-        later = {r.item_id: _grade(r.rating) for r in ratings[cut:] if _grade(r.rating) > 0}
-        full = {**earlier, **later}
 
-        def rel(grades: dict[str, int], intent: tuple[str, ...]) -> Relevance:
-            return {item: g for item, g in grades.items() if item in items_of[intent]}
+def _movielens_user(uid: str, ratings: list, intents: _Intents, draw: _Draw) -> SimUser | None:
+    """A user's simulated self (None: too few relevant items for any intent): ratings split by time, training
+    queries drawn among the intents the earlier ratings make relevant, related ones sharing a genre."""
+    ratings = sorted(ratings, key=lambda r: (r.timestamp, int(r.item_id)))
+    cut = int(math.floor(len(ratings) * (1.0 - draw.held_out_share)))
+    earlier = {r.item_id: _grade(r.rating) for r in ratings[:cut] if _grade(r.rating) > 0}
+    later = {r.item_id: _grade(r.rating) for r in ratings[cut:] if _grade(r.rating) > 0}
+    full = {**earlier, **later}
+    rel = intents.relevance
+    candidates = [intent for intent in intents.intents if len(rel(earlier, intent)) >= draw.min_relevant]
+    if not candidates:
+        return None
+    user_rng = np.random.default_rng([draw.seed, int(uid)])
+    picked = [candidates[i] for i in sorted(user_rng.permutation(len(candidates))[: draw.queries_per_user])]
+    trained_genres = {g for intent in picked for g in intent}
+    related_pool = [
+        intent
+        for intent in intents.intents
+        if intent not in picked and trained_genres.intersection(intent) and rel(full, intent)
+    ]
+    related = [related_pool[i] for i in sorted(user_rng.permutation(len(related_pool))[: draw.related_per_user])]
+    qid = intents.query_id
+    views = {
+        "seen": [(qid[i], rel(full, i)) for i in picked],
+        "reworded": [(f"r{int(user_rng.integers(len(REWORDINGS)))}:{qid[i]}", rel(full, i)) for i in picked],
+        "related": [(qid[i], rel(full, i)) for i in related],
+        "held_out": [(qid[i], rel(later, i)) for i in picked if rel(later, i)],
+    }
+    return SimUser(user_id=f"ml-{uid}", train=[(qid[i], rel(earlier, i)) for i in picked], views=views)
 
-        candidates = [intent for intent in intents if len(rel(earlier, intent)) >= min_relevant]
-        if not candidates:
-            continue
-        user_rng = np.random.default_rng([seed, int(uid)])
-        picked = [candidates[i] for i in sorted(user_rng.permutation(len(candidates))[:queries_per_user])]
-        trained_genres = {g for intent in picked for g in intent}
-        related_pool = [
-            intent
-            for intent in intents
-            if intent not in picked and trained_genres.intersection(intent) and rel(full, intent)
-        ]
-        related = [related_pool[i] for i in sorted(user_rng.permutation(len(related_pool))[:related_per_user])]
-        views = {
-            "seen": [(intent_id[i], rel(full, i)) for i in picked],
-            "reworded": [(f"r{int(user_rng.integers(len(REWORDINGS)))}:{intent_id[i]}", rel(full, i)) for i in picked],
-            "related": [(intent_id[i], rel(full, i)) for i in related],
-            "held_out": [(intent_id[i], rel(later, i)) for i in picked if rel(later, i)],
-        }
-        eligible.append(
-            SimUser(user_id=f"ml-{uid}", train=[(intent_id[i], rel(earlier, i)) for i in picked], views=views)
-        )
+
+def _choose_users(eligible: list[SimUser], users: int, seed: int) -> list[SimUser]:
+    """``users`` of the eligible users drawn at random (kept in order), or all of them."""
     if users and users < len(eligible):
+        rng = np.random.default_rng(seed)
         chosen = sorted(rng.choice(len(eligible), size=users, replace=False))
-        selected = [eligible[i] for i in chosen]
-    else:
-        selected = eligible
-    probe = [intent_id[i] for i in intents[:: max(1, len(intents) // 10)]]
-    return EvalDataset(
-        name="movielens",
-        objects=objects,
-        queries=queries,
-        users=selected,
-        views=("seen", "reworded", "related", "held_out"),
-        bystanders=_bystanders(selected),
-        probe_queries=probe,
-        exclude_clicked=frozenset({"held_out"}),
-    )
+        return [eligible[i] for i in chosen]
+    return eligible
 
 
 # --- BEIR -----------------------------------------------------------------------------------------
@@ -214,55 +250,78 @@ def load_beir(
     for needed in ("corpus.jsonl", "queries.jsonl", "qrels/test.tsv"):
         if not (folder / needed).exists():
             raise FileNotFoundError(f"{folder / needed} is missing (BEIR layout: corpus.jsonl, queries.jsonl, qrels/)")
-    objects = []
-    for doc in _read_jsonl(folder / "corpus.jsonl"):
-        title = (doc.get("title") or "").strip()
-        body = (doc.get("text") or "").strip()
-        text = f"{title}. {body}" if title and body else title or body
-        objects.append(EvalObject(object_id=str(doc["_id"]), text=text, payload={"title": title}))
-    known_objects = {obj.object_id for obj in objects}
+    objects = [_beir_object(doc) for doc in _read_jsonl(folder / "corpus.jsonl")]
     all_queries = {str(q["_id"]): q["text"] for q in _read_jsonl(folder / "queries.jsonl")}
+    qrels = _read_qrels(folder / "qrels" / "test.tsv", {obj.object_id for obj in objects}, all_queries)
+    judged = sorted(qrels, key=lambda q: (len(q), q))
+    if len(judged) < 2:
+        raise ValueError(f"{folder}: fewer than two judged queries")
+    sim_users = _beir_users(judged, qrels, users=users, trained=queries_per_user, related=related_per_user, seed=seed)
+    return EvalDataset(
+        name=f"beir:{folder.name}",
+        objects=objects,
+        queries={q: all_queries[q] for q in judged},
+        users=sim_users,
+        views=("seen", "related"),
+        bystanders=_bystanders(sim_users),
+        probe_queries=judged[:: max(1, len(judged) // 10)],
+    )
+
+
+def _beir_users(
+    judged: list[str], qrels: dict[str, Relevance], *, users: int, trained: int, related: int, seed: int
+) -> list[SimUser]:
+    """Simulated users over the judged queries: half of them (at random) can be trained on, the rest are related."""
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(judged))
+    train_pool = sorted(judged[i] for i in order[: len(judged) // 2])
+    related_pool = sorted(judged[i] for i in order[len(judged) // 2 :])
+    return [
+        _beir_user(n, train_pool, related_pool, qrels, seed=seed, trained=trained, related=related)
+        for n in range(users)
+    ]
+
+
+def _beir_object(doc: dict) -> EvalObject:
+    """A corpus document as a catalogue item: "title. text" (or whichever of them there is)."""
+    title = (doc.get("title") or "").strip()
+    body = (doc.get("text") or "").strip()
+    text = f"{title}. {body}" if title and body else title or body
+    return EvalObject(object_id=str(doc["_id"]), text=text, payload={"title": title})
+
+
+def _read_qrels(path: Path, known_objects: set[str], queries: dict[str, str]) -> dict[str, Relevance]:
+    """Per query, the grades ≥ 1 of known documents (the header and other rows are skipped)."""
     qrels: dict[str, Relevance] = defaultdict(dict)
-    with (folder / "qrels" / "test.tsv").open(encoding="utf-8", newline="") as handle:
+    with path.open(encoding="utf-8", newline="") as handle:
         reader = csv.reader(handle, delimiter="\t")
         for row in reader:
             if len(row) < 3 or not row[2].strip().lstrip("-").isdigit():
                 continue  # header
             qid, doc_id, grade = row[0], row[1], int(row[2])
-            if grade >= 1 and doc_id in known_objects and qid in all_queries:
+            if grade >= 1 and doc_id in known_objects and qid in queries:
                 qrels[qid][doc_id] = grade
-    judged = sorted(qrels, key=lambda q: (len(q), q))
-    if len(judged) < 2:
-        raise ValueError(f"{folder}: fewer than two judged queries")
-    rng = np.random.default_rng(seed)
-    order = rng.permutation(len(judged))
-    train_pool = sorted(judged[i] for i in order[: len(judged) // 2])
-    related_pool = sorted(judged[i] for i in order[len(judged) // 2 :])
-    sim_users = []
-    for n in range(users):
-        user_rng = np.random.default_rng([seed, n])
-        train = sorted(
-            str(q) for q in user_rng.choice(train_pool, size=min(queries_per_user, len(train_pool)), replace=False)
-        )
-        related = sorted(
-            str(q) for q in user_rng.choice(related_pool, size=min(related_per_user, len(related_pool)), replace=False)
-        )
-        sim_users.append(
-            SimUser(
-                user_id=f"u{n}",
-                train=[(q, qrels[q]) for q in train],
-                views={"seen": [(q, qrels[q]) for q in train], "related": [(q, qrels[q]) for q in related]},
-            )
-        )
-    queries = {q: all_queries[q] for q in judged}
-    return EvalDataset(
-        name=f"beir:{folder.name}",
-        objects=objects,
-        queries=queries,
-        users=sim_users,
-        views=("seen", "related"),
-        bystanders=_bystanders(sim_users),
-        probe_queries=judged[:: max(1, len(judged) // 10)],
+    return qrels
+
+
+def _beir_user(
+    n: int,
+    train_pool: list[str],
+    related_pool: list[str],
+    qrels: dict[str, Relevance],
+    *,
+    seed: int,
+    trained: int,
+    related: int,
+) -> SimUser:
+    """Simulated user ``n``: a sample of the training queries (also its seen view) and of the related ones."""
+    user_rng = np.random.default_rng([seed, n])
+    train = sorted(str(q) for q in user_rng.choice(train_pool, size=min(trained, len(train_pool)), replace=False))
+    others = sorted(str(q) for q in user_rng.choice(related_pool, size=min(related, len(related_pool)), replace=False))
+    return SimUser(
+        user_id=f"u{n}",
+        train=[(q, qrels[q]) for q in train],
+        views={"seen": [(q, qrels[q]) for q in train], "related": [(q, qrels[q]) for q in others]},
     )
 
 

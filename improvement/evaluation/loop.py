@@ -22,12 +22,14 @@ from django.utils import timezone
 from tqdm import tqdm
 
 from clickstream import services as clickstream_services
-from clickstream.validation import ItemError, parse_event_item
+from clickstream.validation import parse_event_item
 from improvement.evaluation import catalogue
 from improvement.evaluation.clicks import make_click_model
 from improvement.evaluation.datasets import EvalDataset, SimUser
 from improvement.evaluation.metrics import SCORING_DEPTH, score_ranking
+from improvement.selectors import ready_session_exists
 from studio.catalogue import search
+from studio.core.validation import ItemError
 
 logger = logging.getLogger(__name__)
 
@@ -61,7 +63,8 @@ EMBEDDING_STUDIO_OVERRIDES = {
 
 
 def standard_arms(names: Sequence[str] = ARM_NAMES, *, studio_overrides: dict | None = None) -> list[Arm]:
-    """The arms of DESIGN §6. ``studio_overrides`` replace settings for the studio and oracle arms (sweep)."""
+    """The arms of the evaluation (docs/architecture.md). ``studio_overrides`` replace settings for the
+    studio and oracle arms (sweep)."""
     studio_overrides = dict(studio_overrides or {})
     catalogue_of_arms = {
         "no_feedback": Arm("no_feedback", improve=False),
@@ -174,7 +177,7 @@ def run_improvement(overrides: dict) -> list[dict]:
     with override_settings(IMPROVEMENT_SETTLE_SECONDS=0, **overrides):
         run = improvement_services.create_run(trigger=RunTrigger.EVALUATION)
         run = improvement_services.execute_run(run_id=run.pk)
-    if _pending_left():
+    if ready_session_exists():  # settle time 0 in the evaluation: any ready session was left unclaimed
         raise RuntimeError(f"improvement run {run.pk} left ready sessions unclaimed ({run.error or run.status})")
     return [
         {
@@ -188,15 +191,6 @@ def run_improvement(overrides: dict) -> list[dict]:
             "seconds": run.duration_seconds,
         }
     ]
-
-
-def _pending_left() -> bool:
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT EXISTS (SELECT 1 FROM clickstream_session WHERE improvement_status = 'pending' "
-            "AND user_id IS NOT NULL)"
-        )
-        return bool(cursor.fetchone()[0])
 
 
 def _record_events(events: list[dict]) -> int:
@@ -229,40 +223,69 @@ def _training_round(
     model = make_click_model("pbm" if arm.click_eta is not None else ctx.click_model, eta=eta)
     events: list[dict] = []
     shown: dict[tuple[int, int], Ranking] = {}
-    population: list[tuple[int, SimUser]] = list(enumerate(ctx.dataset.users))
-    population += [(-1 - n, user) for n, user in enumerate(ctx.dataset.bystanders)]
-    for user_index, user in population:
+    for user_index, user in _population(ctx.dataset):
         for query_index, (qid, relevance) in enumerate(user.train):
             key = (user_index, query_index)
             session_id = f"{arm.name}-r{round_index}-{user.user_id}-q{query_index}"
             registered = key not in shown_cache
-            if not registered:
-                hits = shown_cache[key]
-            else:
-                hits = search.search_and_track(
-                    query=ctx.dataset.queries[qid],
-                    query_vector=ctx.query_vectors[qid],
-                    user_id=user.user_id,
-                    limit=SHOWN_RESULTS,
-                    session_id=session_id,
-                ).hits
-                outcome.sessions += 1
-                if not arm.improve:
-                    shown_cache[key] = hits
+            hits = _shown_hits(ctx, arm, qid, user, key, session_id, outcome, shown_cache)
             bar.update(1)
             shown[key] = ([hit.object_id for hit in hits], [round(hit.distance, 6) for hit in hits])
             if not user.clicks:
                 continue
             rng = np.random.default_rng([ctx.seed, round_index, user_index, query_index])
             grades = [relevance.get(hit.object_id, 0) for hit in hits]
-            for position in model.clicks(grades, rng):
-                object_id = hits[position].object_id
-                outcome.clicked[user_index].add(object_id)
-                outcome.clicks += 1
-                if registered:  # a session registered this round: send the click
-                    events.append({"session_id": session_id, "event_id": f"click-{position}", "object_id": object_id})
+            # Only a session registered this round is sent its clicks.
+            events += _clicks(model, grades, rng, hits, outcome, user_index, session_id if registered else None)
     outcome.events_recorded += _record_events(events)
     return shown
+
+
+def _population(dataset: EvalDataset) -> list[tuple[int, SimUser]]:
+    """Who searches in a training round: the users (index ≥ 0), then the bystanders (index < 0)."""
+    population: list[tuple[int, SimUser]] = list(enumerate(dataset.users))
+    population += [(-1 - n, user) for n, user in enumerate(dataset.bystanders)]
+    return population
+
+
+def _shown_hits(
+    ctx: LoopContext,
+    arm: Arm,
+    qid: str,
+    user: SimUser,
+    key: tuple[int, int],
+    session_id: str,
+    outcome: ArmOutcome,
+    shown_cache: dict,
+) -> list:
+    """What the user is shown for ``qid``: a tracked search (a new session), or what they were shown before."""
+    if key in shown_cache:
+        return shown_cache[key]
+    hits = search.search_and_track(
+        query=ctx.dataset.queries[qid],
+        query_vector=ctx.query_vectors[qid],
+        user_id=user.user_id,
+        limit=SHOWN_RESULTS,
+        session_id=session_id,
+    ).hits
+    outcome.sessions += 1
+    if not arm.improve:
+        shown_cache[key] = hits
+    return hits
+
+
+def _clicks(
+    model, grades: list[int], rng, hits: list, outcome: ArmOutcome, user_index: int, session_id: str | None
+) -> list[dict]:
+    """The simulated clicks on ``hits``, counted in ``outcome``; their events for ``session_id`` (None: none)."""
+    events = []
+    for position in model.clicks(grades, rng):
+        object_id = hits[position].object_id
+        outcome.clicked[user_index].add(object_id)
+        outcome.clicks += 1
+        if session_id is not None:
+            events.append({"session_id": session_id, "event_id": f"click-{position}", "object_id": object_id})
+    return events
 
 
 def _evaluate_view(
@@ -340,14 +363,32 @@ def run_arm(ctx: LoopContext, arm: Arm) -> ArmOutcome:
     with override_settings(**arm.overrides):
         parameters = arm_parameters(arm)
     outcome = ArmOutcome(name=arm.name, parameters=parameters, rankings={}, curve=[], clicked=defaultdict(set))
+    bar = _progress_bar(ctx, arm)
+    guard_before = _guard_rankings(ctx)
+    first_shown, last_shown = _training_rounds(ctx, arm, outcome, bar)
+    _final_evaluation(ctx, outcome, bar)
+    guard_after = _guard_rankings(ctx)
+    bar.close()
+    outcome.guards = _guards(ctx, outcome, first_shown, last_shown, guard_before, guard_after)
+    outcome.seconds = time.monotonic() - started
+    return outcome
+
+
+def _progress_bar(ctx: LoopContext, arm: Arm) -> tqdm:
+    """A bar over every search of the arm: the training rounds', then the final evaluation's."""
     dataset = ctx.dataset
     population = dataset.users + dataset.bystanders
     total = sum(len(u.train) for u in population) * ctx.rounds + sum(
         len(u.views.get(v, [])) for u in dataset.users for v in dataset.views
     )
-    bar = tqdm(total=total, desc=f"{arm.name:>16}", unit="search", disable=not ctx.progress, leave=True)
+    return tqdm(total=total, desc=f"{arm.name:>16}", unit="search", disable=not ctx.progress, leave=True)
 
-    guard_before = _guard_rankings(ctx)
+
+def _training_rounds(
+    ctx: LoopContext, arm: Arm, outcome: ArmOutcome, bar
+) -> tuple[dict[tuple[int, int], Ranking], dict[tuple[int, int], Ranking]]:
+    """Every round: the training searches and clicks, then (if the arm improves) an improvement run.
+    Returns what the first and the last round showed."""
     improve = ctx.improve or run_improvement
     shown_cache: dict = {}
     first_shown = last_shown = {}
@@ -363,22 +404,36 @@ def run_arm(ctx: LoopContext, arm: Arm) -> ArmOutcome:
             outcome.runs.extend(improve(arm.overrides))
             outcome.timings["improvement"] += time.monotonic() - mark
         bar.set_postfix(ndcg=f"{outcome.curve[-1]:.4f}")
+    return first_shown, last_shown
+
+
+def _final_evaluation(ctx: LoopContext, outcome: ArmOutcome, bar) -> None:
+    """Every view's rankings after the last run, and the curve's last point (seen NDCG@10)."""
     mark = time.monotonic()
     final_cache: dict[tuple[int, str], Ranking] = {}
-    for view in dataset.views:
+    for view in ctx.dataset.views:
         outcome.rankings[view] = _evaluate_view(ctx, view, bar, final_cache)
     outcome.timings["final_evaluation"] += time.monotonic() - mark
     outcome.curve.append(_seen_ndcg(ctx, outcome.rankings.get("seen", {})))
-    guard_after = _guard_rankings(ctx)
-    bar.close()
 
+
+def _guards(
+    ctx: LoopContext,
+    outcome: ArmOutcome,
+    first_shown: dict[tuple[int, int], Ranking],
+    last_shown: dict[tuple[int, int], Ranking],
+    guard_before: dict[tuple[str, str], Ranking],
+    guard_after: dict[tuple[str, str], Ranking],
+) -> dict:
+    """Whether people who never clicked saw the same rankings throughout, and how close copies stayed."""
+    dataset = ctx.dataset
     # Users who never clicked own no copies: what they were shown must not have moved at all.
     never_clicked = {i for i in range(len(dataset.users)) if not outcome.clicked.get(i)}
     users_unchanged = all(first_shown[key] == last_shown[key] for key in first_shown if key[0] in never_clicked)
     bystanders_unchanged = all(guard_before[key] == guard_after[key] for key in guard_before if key[0] != "anonymous")
     anonymous_unchanged = all(guard_before[key] == guard_after[key] for key in guard_before if key[0] == "anonymous")
     similarity = copy_similarity()
-    outcome.guards = {
+    return {
         "other_users_unchanged": bool(users_unchanged and bystanders_unchanged),
         "anonymous_unchanged": bool(anonymous_unchanged),
         "drift_ok": similarity["mean_cosine"] >= DRIFT_MIN_MEAN_COSINE,
@@ -386,5 +441,3 @@ def run_arm(ctx: LoopContext, arm: Arm) -> ArmOutcome:
         "bystanders": len(dataset.bystanders),
         **similarity,
     }
-    outcome.seconds = time.monotonic() - started
-    return outcome

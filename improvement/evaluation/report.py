@@ -1,4 +1,5 @@
-"""Scoring the arms and writing ``report.json`` (DESIGN §6 shape), ``report.md`` and the NDCG plot."""
+"""Scoring the arms and writing ``report.json`` (in the shape docs/architecture.md gives), ``report.md``
+and the NDCG plot."""
 
 from __future__ import annotations
 
@@ -64,21 +65,25 @@ def score_arms(
         base = {u: s for u, s in per_user_scores(dataset, baseline, view, excluded).items() if u in chosen}
         for outcome in outcomes:
             scores = {u: s for u, s in per_user_scores(dataset, outcome, view, excluded).items() if u in chosen}
-            common = sorted(set(scores) & set(base))
-            entry: dict = {}
-            for metric in METRICS:
-                entry[metric] = bootstrap_interval(
-                    [scores[u][metric] for u in sorted(scores)], samples=bootstrap_samples, seed=seed
-                )
-            entry["delta"] = {
-                metric: bootstrap_interval(
-                    [scores[u][metric] - base[u][metric] for u in common], samples=bootstrap_samples, seed=seed
-                )
-                for metric in METRICS
-            }
-            entry["users"] = len(scores)
-            arms.setdefault(outcome.name, {})[view] = entry
+            arms.setdefault(outcome.name, {})[view] = _view_entry(scores, base, samples=bootstrap_samples, seed=seed)
     return arms
+
+
+def _view_entry(
+    scores: dict[int, dict[str, float]], base: dict[int, dict[str, float]], *, samples: int, seed: int
+) -> dict:
+    """An arm's intervals in one view: per metric over its users, the paired Δ to the baseline over the
+    users both have, and its user count."""
+    common = sorted(set(scores) & set(base))
+    entry: dict = {}
+    for metric in METRICS:
+        entry[metric] = bootstrap_interval([scores[u][metric] for u in sorted(scores)], samples=samples, seed=seed)
+    entry["delta"] = {
+        metric: bootstrap_interval([scores[u][metric] - base[u][metric] for u in common], samples=samples, seed=seed)
+        for metric in METRICS
+    }
+    entry["users"] = len(scores)
+    return entry
 
 
 def overall_guards(outcomes: Sequence[ArmOutcome]) -> dict[str, bool]:
@@ -92,7 +97,8 @@ def overall_guards(outcomes: Sequence[ArmOutcome]) -> dict[str, bool]:
 
 
 def target_checks(arms: dict, guards: dict, dataset: EvalDataset) -> dict[str, bool]:
-    """The quality targets of DESIGN §7 for the studio arm (absent keys: the view or arm did not run)."""
+    """The quality targets of docs/architecture.md for the studio arm (absent keys: the view or arm did not
+    run)."""
     studio = arms.get("studio")
     if not studio:
         return {}
@@ -134,7 +140,8 @@ def build_report(
     bootstrap_samples: int = 1000,
     seed: int = 0,
 ) -> dict:
-    """The report dict: the DESIGN §6 keys first, then extras (curves, per-arm guards, targets, counts)."""
+    """The report dict: the keys of docs/architecture.md first, then extras (curves, per-arm guards, targets,
+    counts)."""
     arms = score_arms(dataset, outcomes, bootstrap_samples=bootstrap_samples, seed=seed)
     guards = overall_guards(outcomes)
     report = {
@@ -145,22 +152,24 @@ def build_report(
         "runtime_seconds": round(runtime_seconds, 1),
         "targets": target_checks(arms, guards, dataset),
         "curves": {o.name: o.curve for o in outcomes},
-        "arm_details": {
-            o.name: {
-                "parameters": o.parameters,
-                "guards": o.guards,
-                "sessions": o.sessions,
-                "clicks": o.clicks,
-                "events_recorded": o.events_recorded,
-                "improvement_runs": len(o.runs),
-                "runs": o.runs,
-                "seconds": round(o.seconds, 1),
-                "timings": {k: round(v, 1) for k, v in o.timings.items()},
-            }
-            for o in outcomes
-        },
+        "arm_details": {o.name: _arm_details(o) for o in outcomes},
     }
     return _json_safe(report)
+
+
+def _arm_details(outcome: ArmOutcome) -> dict:
+    """What an arm ran with and did: parameters, guards, counts, runs and seconds."""
+    return {
+        "parameters": outcome.parameters,
+        "guards": outcome.guards,
+        "sessions": outcome.sessions,
+        "clicks": outcome.clicks,
+        "events_recorded": outcome.events_recorded,
+        "improvement_runs": len(outcome.runs),
+        "runs": outcome.runs,
+        "seconds": round(outcome.seconds, 1),
+        "timings": {k: round(v, 1) for k, v in outcome.timings.items()},
+    }
 
 
 def _cell(interval: dict, *, signed: bool = False) -> str:
@@ -191,8 +200,21 @@ def markdown_tables(report: dict) -> str:
 
 def write_markdown(report: dict, path: Path, *, plot_name: str | None = None) -> None:
     """``report.md``: parameters, a table per view, guards, targets, runtime."""
+    lines = _summary_lines(report)
+    lines += _arm_detail_lines(report.get("arm_details", {}))
+    if report.get("targets"):
+        lines += ["#### targets (docs/architecture.md, Targets; studio arm)", "", "| target | met |", "| --- | --- |"]
+        lines += [f"| {key} | {'yes' if ok else 'NO'} |" for key, ok in report["targets"].items()]
+        lines.append("")
+    if plot_name:
+        lines += [f"![NDCG@10 (seen) per improvement run]({plot_name})", ""]
+    path.write_text("\n".join(lines), encoding="utf-8")
+
+
+def _summary_lines(report: dict) -> list[str]:
+    """The title, the run's parameters, the tables per view and the guards."""
     params = report["params"]
-    lines = [
+    return [
         f"# Evaluation: {report['dataset']}",
         "",
         f"{params.get('users')} simulated users, {params.get('rounds')} rounds, clicks: {params.get('click_model')} "
@@ -207,27 +229,25 @@ def write_markdown(report: dict, path: Path, *, plot_name: str | None = None) ->
         *[f"| {key} | {'pass' if value else 'FAIL'} |" for key, value in report["guards"].items()],
         "",
     ]
-    details = report.get("arm_details", {})
-    if details:
-        lines += [
-            "| arm | sessions | clicks | runs | copies | mean cos(copy, original) | seconds |",
-            "| --- |" + " --- |" * 6,
-        ]
-        for arm, d in details.items():
-            g = d.get("guards", {})
-            cos = g.get("mean_cosine")
-            lines.append(
-                f"| {arm} | {d['sessions']} | {d['clicks']} | {d['improvement_runs']} | {g.get('copies', 0)} | "
-                f"{'–' if cos is None else f'{cos:.4f}'} | {d['seconds']} |"
-            )
-        lines.append("")
-    if report.get("targets"):
-        lines += ["#### targets (DESIGN §7, studio arm)", "", "| target | met |", "| --- | --- |"]
-        lines += [f"| {key} | {'yes' if ok else 'NO'} |" for key, ok in report["targets"].items()]
-        lines.append("")
-    if plot_name:
-        lines += [f"![NDCG@10 (seen) per improvement run]({plot_name})", ""]
-    path.write_text("\n".join(lines), encoding="utf-8")
+
+
+def _arm_detail_lines(details: dict) -> list[str]:
+    """A table of what each arm did (sessions, clicks, runs, copies and their closeness); none without details."""
+    if not details:
+        return []
+    lines = [
+        "| arm | sessions | clicks | runs | copies | mean cos(copy, original) | seconds |",
+        "| --- |" + " --- |" * 6,
+    ]
+    for arm, d in details.items():
+        g = d.get("guards", {})
+        cos = g.get("mean_cosine")
+        lines.append(
+            f"| {arm} | {d['sessions']} | {d['clicks']} | {d['improvement_runs']} | {g.get('copies', 0)} | "
+            f"{'–' if cos is None else f'{cos:.4f}'} | {d['seconds']} |"
+        )
+    lines.append("")
+    return lines
 
 
 def write_plot(report: dict, path: Path) -> None:

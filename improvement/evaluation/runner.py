@@ -16,7 +16,7 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class EvalOptions:
-    """Options of ``manage.py evaluate`` (DESIGN §6)."""
+    """Options of ``manage.py evaluate`` (docs/architecture.md)."""
 
     dataset: str
     users: int | None = None  # None: the data set's default (MovieLens 200, BEIR 100)

@@ -4,7 +4,7 @@ Users are split in two halves by a hash of their id (``datasets.user_half``). On
 both data sets, stage 1 runs the current defaults and one change at a time around them (learning
 rate, iterations, negatives policy, position-bias η, drift cap, softmin temperature); stage 2 runs
 the combination of every single change that helped. A configuration is admissible only if, on both
-data sets and on the tuning half, it meets the DESIGN §7 targets on every view (seen Δ NDCG@10
+data sets and on the tuning half, it meets the targets of docs/architecture.md on every view (seen Δ NDCG@10
 above 0, related Δ ≥ −0.005, held-out Δ ≥ −0.02, nowhere below Embedding Studio's defaults); among
 admissible ones the largest sum of Δ NDCG@10 over every view and both data sets wins (so no view
 is traded for another), but a change replaces the current defaults only when it beats them by more
@@ -118,99 +118,15 @@ def run_sweep(
     """Tune on one half of the users of every data set, report the chosen setting on the other half."""
     started = time.monotonic()
     users = users or {}
-    configs = dict(stage_one)
     loaded = {name: load_dataset(name, users=users.get(name), seed=seed) for name in datasets}
     options = {"rounds": rounds, "click_model": click_model, "eta": eta, "seed": seed, "progress": progress}
-
-    def tune(names: Sequence[str], with_baselines: bool, into: dict) -> None:
-        for dataset_name, dataset in loaded.items():
-            tuning = half(dataset, 0)
-            with throwaway_database():
-                vectors = loop.prepare(dataset, progress=progress)
-                ctx = _context(tuning, vectors, **options)
-                arms = []
-                if with_baselines:
-                    arms += [
-                        loop.Arm("no_feedback", improve=False),
-                        loop.Arm("embedding_studio", overrides=loop.EMBEDDING_STUDIO_OVERRIDES),
-                    ]
-                arms += [loop.Arm(name, overrides=configs[name]) for name in names]
-                outcomes = [loop.run_arm(ctx, arm) for arm in arms]
-            entry = into.setdefault(dataset_name, {"outcomes": []})
-            entry["outcomes"].extend(outcomes)
-            entry["arms"] = score_arms(tuning, entry["outcomes"], bootstrap_samples=bootstrap_samples, seed=seed)
-            entry["deltas"] = {
-                o.name: _deltas(entry["arms"], o.name, tuning) for o in entry["outcomes"] if o.name != "no_feedback"
-            }
-            entry["guards"] = {o.name: o.guards for o in entry["outcomes"]}
-
-    tuning_results: dict[str, dict] = {}
-    tune([name for name, _ in stage_one], True, tuning_results)
-
-    # Stage 2: every single change that beat the defaults' score and is admissible, combined.
-    base_score = score(tuning_results, "defaults")
-    combined: dict = {}
-    for name, overrides in stage_one[1:]:
-        if score(tuning_results, name) > base_score and admissible(tuning_results, name)[0]:
-            for key, value in overrides.items():
-                # The first (stage order) helpful value of a setting wins; later ones of the same setting
-                # are kept only if they score higher.
-                if key not in combined or score(tuning_results, name) > combined[key][1]:
-                    combined[key] = (value, score(tuning_results, name))
-    combination = {key: value for key, (value, _) in combined.items()}
-    if len(combination) > 1:
-        configs["combined"] = combination
-        tune(["combined"], False, tuning_results)
-
-    table = []
-    for name in configs:
-        ok, misses = admissible(tuning_results, name)
-        table.append(
-            {
-                "config": name,
-                "overrides": configs[name],
-                "admissible": ok,
-                "misses": misses,
-                "score": score(tuning_results, name),
-            }
-        )
+    sweep = _Sweep(loaded=loaded, configs=dict(stage_one), options=options, bootstrap_samples=bootstrap_samples)
+    sweep.tune([name for name, _ in stage_one], with_baselines=True)
+    sweep.stage_two(stage_one)
+    table = _table(sweep.tuning, sweep.configs)
     chosen = choose(table)
-
     # Report the chosen setting on the other half, next to the current defaults and the baselines.
-    reporting: dict[str, dict] = {}
-    for dataset_name, dataset in loaded.items():
-        held = half(dataset, 1)
-        with throwaway_database():
-            vectors = loop.prepare(dataset, progress=progress)
-            ctx = _context(held, vectors, **options)
-            arms = [
-                loop.Arm("no_feedback", improve=False),
-                loop.Arm("embedding_studio", overrides=loop.EMBEDDING_STUDIO_OVERRIDES),
-                loop.Arm("defaults", overrides={}),
-            ]
-            if chosen["config"] != "defaults":
-                arms.append(loop.Arm("chosen", overrides=chosen["overrides"]))
-            outcomes = [loop.run_arm(ctx, arm) for arm in arms]
-        reporting[dataset_name] = {
-            "users": len(held.users),
-            "arms": score_arms(held, outcomes, bootstrap_samples=bootstrap_samples, seed=seed),
-            "guards": {o.name: o.guards for o in outcomes},
-        }
-
-    result = _json_safe(
-        {
-            "datasets": list(loaded),
-            "params": {"users": {k: len(v.users) for k, v in loaded.items()}, **options},
-            "tuning": {
-                name: {"users": len(half(loaded[name], 0).users), "deltas": r["deltas"], "guards": r["guards"]}
-                for name, r in tuning_results.items()
-            },
-            "table": table,
-            "chosen": chosen,
-            "reporting": reporting,
-            "runtime_seconds": round(time.monotonic() - started, 1),
-        }
-    )
+    result = _sweep_result(sweep, table, chosen, sweep.report(chosen), started)
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
         (out / "sweep.json").write_text(json.dumps(result, indent=2, allow_nan=False) + "\n", encoding="utf-8")
@@ -218,8 +134,141 @@ def run_sweep(
     return result
 
 
+def _baselines() -> list[loop.Arm]:
+    """The arms every configuration is compared with: no feedback and Embedding Studio's defaults."""
+    return [
+        loop.Arm("no_feedback", improve=False),
+        loop.Arm("embedding_studio", overrides=loop.EMBEDDING_STUDIO_OVERRIDES),
+    ]
+
+
+@dataclasses.dataclass
+class _Sweep:
+    """A sweep's data sets and loop options, its configurations (stage 1's, then the combination) and, per
+    data set, what the tuning half measured: outcomes, scored arms, Δ NDCG@10 per configuration, guards."""
+
+    loaded: dict[str, EvalDataset]
+    configs: dict[str, dict]
+    options: dict  # the loop's: rounds, click_model, eta, seed, progress
+    bootstrap_samples: int
+    tuning: dict[str, dict] = dataclasses.field(default_factory=dict)
+
+    def tune(self, names: Sequence[str], *, with_baselines: bool) -> None:
+        """Run the named configurations (after the baselines, if asked) on every tuning half; rescore."""
+        for dataset_name, dataset in self.loaded.items():
+            tuning = half(dataset, 0)
+            arms = (_baselines() if with_baselines else []) + [loop.Arm(n, overrides=self.configs[n]) for n in names]
+            outcomes = self._run(dataset, tuning, arms)
+            entry = self.tuning.setdefault(dataset_name, {"outcomes": []})
+            entry["outcomes"].extend(outcomes)
+            entry["arms"] = self._score(tuning, entry["outcomes"])
+            entry["deltas"] = {
+                o.name: _deltas(entry["arms"], o.name, tuning) for o in entry["outcomes"] if o.name != "no_feedback"
+            }
+            entry["guards"] = {o.name: o.guards for o in entry["outcomes"]}
+
+    def stage_two(self, stage_one: Sequence[tuple[str, dict]]) -> None:
+        """Stage 2: every single change that beat the defaults' score and is admissible, combined (if several)."""
+        combination = _combination(self.tuning, stage_one)
+        if len(combination) > 1:
+            self.configs["combined"] = combination
+            self.tune(["combined"], with_baselines=False)
+
+    def report(self, chosen: dict) -> dict[str, dict]:
+        """Per data set, the baselines, the defaults and the chosen setting on the reporting half."""
+        reporting: dict[str, dict] = {}
+        for dataset_name, dataset in self.loaded.items():
+            held = half(dataset, 1)
+            arms = [*_baselines(), loop.Arm("defaults", overrides={})]
+            if chosen["config"] != "defaults":
+                arms.append(loop.Arm("chosen", overrides=chosen["overrides"]))
+            outcomes = self._run(dataset, held, arms)
+            reporting[dataset_name] = {
+                "users": len(held.users),
+                "arms": self._score(held, outcomes),
+                "guards": {o.name: o.guards for o in outcomes},
+            }
+        return reporting
+
+    def _run(self, dataset: EvalDataset, users: EvalDataset, arms: list[loop.Arm]) -> list[loop.ArmOutcome]:
+        """The arms, one after the other, for some of ``dataset``'s users, in a throwaway database."""
+        with throwaway_database():
+            vectors = loop.prepare(dataset, progress=self.options["progress"])
+            ctx = _context(users, vectors, **self.options)
+            return [loop.run_arm(ctx, arm) for arm in arms]
+
+    def _score(self, dataset: EvalDataset, outcomes: list[loop.ArmOutcome]) -> dict:
+        return score_arms(dataset, outcomes, bootstrap_samples=self.bootstrap_samples, seed=self.options["seed"])
+
+
+def _combination(tuning: dict[str, dict], stage_one: Sequence[tuple[str, dict]]) -> dict:
+    """The overrides of every single change that beat the defaults' score and is admissible, merged."""
+    base_score = score(tuning, "defaults")
+    combined: dict = {}
+    for name, overrides in stage_one[1:]:
+        if score(tuning, name) > base_score and admissible(tuning, name)[0]:
+            for key, value in overrides.items():
+                # The first (stage order) helpful value of a setting wins; later ones of the same setting
+                # are kept only if they score higher.
+                if key not in combined or score(tuning, name) > combined[key][1]:
+                    combined[key] = (value, score(tuning, name))
+    return {key: value for key, (value, _) in combined.items()}
+
+
+def _table(tuning: dict[str, dict], configs: dict[str, dict]) -> list[dict]:
+    """One row per configuration: its overrides, whether it is admissible (and why not), its score."""
+    table = []
+    for name in configs:
+        ok, misses = admissible(tuning, name)
+        table.append(
+            {
+                "config": name,
+                "overrides": configs[name],
+                "admissible": ok,
+                "misses": misses,
+                "score": score(tuning, name),
+            }
+        )
+    return table
+
+
+def _sweep_result(sweep: _Sweep, table: list[dict], chosen: dict, reporting: dict, started: float) -> dict:
+    """``sweep.json``: the data sets and options, the tuning half's evidence, the choice, the reporting half."""
+    loaded = sweep.loaded
+    return _json_safe(
+        {
+            "datasets": list(loaded),
+            "params": {"users": {k: len(v.users) for k, v in loaded.items()}, **sweep.options},
+            "tuning": {
+                name: {"users": len(half(loaded[name], 0).users), "deltas": r["deltas"], "guards": r["guards"]}
+                for name, r in sweep.tuning.items()
+            },
+            "table": table,
+            "chosen": chosen,
+            "reporting": reporting,
+            "runtime_seconds": round(time.monotonic() - started, 1),
+        }
+    )
+
+
 def sweep_markdown(result: dict) -> str:
     """The evidence table (tuning half: Δ NDCG@10 per view and data set) and the reporting-half tables."""
+    lines = _evidence_table(result)
+    chosen = result["chosen"]
+    lines += [
+        "",
+        f"Chosen: **{chosen['config']}** {chosen['overrides'] or '(the current defaults)'}; a change must add "
+        f"more than {MIN_GAIN} to the summed Δ to replace the defaults.",
+        "",
+    ]
+    for d in result["datasets"]:
+        rep = result["reporting"][d]
+        lines += [f"### {d}: reporting half ({rep['users']} users)", "", markdown_tables({"arms": rep["arms"]})]
+    return "\n".join(lines)
+
+
+def _evidence_table(result: dict) -> list[str]:
+    """The tuning half's table: per configuration, Δ NDCG@10 per data set and view, score, admissible."""
     datasets = result["datasets"]
     views_of = {name: list(result["tuning"][name]["deltas"]["defaults"]) for name in datasets}
     header = (
@@ -231,29 +280,23 @@ def sweep_markdown(result: dict) -> str:
         "| " + " | ".join(header) + " |",
         "|" + " --- |" * len(header),
     ]
-    for row in result["table"]:
-        cells = [
-            row["config"],
-            ", ".join(f"{k.removeprefix('IMPROVEMENT_').lower()}={v}" for k, v in row["overrides"].items()) or "–",
-        ]
-        for d in datasets:
-            deltas = result["tuning"][d]["deltas"].get(row["config"], {})
-            cells += [f"{deltas[v]['mean']:+.4f}" if v in deltas else "–" for v in views_of[d]]
-        cells += [f"{row['score']:+.4f}", "yes" if row["admissible"] else "no"]
-        lines.append("| " + " | ".join(cells) + " |")
+    lines += [_evidence_row(row, result["tuning"], views_of) for row in result["table"]]
     es = [f"{result['tuning'][d]['deltas']['embedding_studio'][v]['mean']:+.4f}" for d in datasets for v in views_of[d]]
     lines.append("| embedding_studio | lr=0.1, negatives=all, no rails | " + " | ".join(es) + " | | |")
-    chosen = result["chosen"]
-    lines += [
-        "",
-        f"Chosen: **{chosen['config']}** {chosen['overrides'] or '(the current defaults)'}; a change must add "
-        f"more than {MIN_GAIN} to the summed Δ to replace the defaults.",
-        "",
+    return lines
+
+
+def _evidence_row(row: dict, tuning: dict, views_of: dict[str, list[str]]) -> str:
+    """One configuration's row of the evidence table."""
+    cells = [
+        row["config"],
+        ", ".join(f"{k.removeprefix('IMPROVEMENT_').lower()}={v}" for k, v in row["overrides"].items()) or "–",
     ]
-    for d in datasets:
-        rep = result["reporting"][d]
-        lines += [f"### {d}: reporting half ({rep['users']} users)", "", markdown_tables({"arms": rep["arms"]})]
-    return "\n".join(lines)
+    for d, views in views_of.items():
+        deltas = tuning[d]["deltas"].get(row["config"], {})
+        cells += [f"{deltas[v]['mean']:+.4f}" if v in deltas else "–" for v in views]
+    cells += [f"{row['score']:+.4f}", "yes" if row["admissible"] else "no"]
+    return "| " + " | ".join(cells) + " |"
 
 
 def _short(name: str) -> str:

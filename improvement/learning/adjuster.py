@@ -12,7 +12,8 @@ user's current copy, else the original) and the original's vectors (for the drif
 sessions refer to them by index, so two sessions touching the same (user, object) share one
 parameter and add their gradients.
 
-The rule (DESIGN §5), per session with query ``q``, clicked set ``C`` and negatives ``N``::
+The rule (docs/architecture.md, "The learning rule"), per session with query ``q``, clicked set
+``C`` and negatives ``N``::
 
     s(q, p)   = cosine(q, p) | q·p | -‖q - p‖               for each part p of object o
     S(q, o)   = Σ_p softmax(s(q, ·) / T)_p · s(q, p)        (a soft "best part")
@@ -65,7 +66,20 @@ def adjust(
         dim = starts[0].shape[1]
     queries = _validate_sessions(sessions, n_objects=len(objects), dim=dim)
     start_all, original_all, mask_all = _pad_objects(starts, originals, dim=dim or 0)
+    failed = _non_finite_inputs(start_all, original_all, queries, sessions)
+    device = _pick_device(params.device)
+    outcome = _train_with_settings(start_all, original_all, mask_all, queries, sessions, failed, params, device)
+    vectors, changed = _result_vectors(outcome, starts)
+    metrics = _result_metrics(
+        outcome, changed=changed, sessions=sessions, failed=failed, params=params, device=device, started=started
+    )
+    return AdjustResult(vectors=vectors, changed=changed, metrics=metrics, failed_sessions=failed)
 
+
+def _non_finite_inputs(
+    start_all: np.ndarray, original_all: np.ndarray, queries: np.ndarray, sessions: list[SessionExample]
+) -> dict[int, str]:
+    """The sessions whose query or one of whose objects is not finite, with why: they fail, the others train."""
     failed: dict[int, str] = {}
     objects_finite = np.isfinite(start_all).all(axis=(1, 2)) & np.isfinite(original_all).all(axis=(1, 2))
     queries_finite = np.isfinite(queries).all(axis=1)
@@ -74,8 +88,20 @@ def adjust(
             failed[si] = "query vector is not finite"
         elif not objects_finite.all() and not all(objects_finite[o] for o in (*session.clicked, *session.negatives)):
             failed[si] = "an object's stored vector is not finite"
+    return failed
 
-    device = _pick_device(params.device)
+
+def _train_with_settings(
+    start_all: np.ndarray,
+    original_all: np.ndarray,
+    mask_all: np.ndarray,
+    queries: np.ndarray,
+    sessions: list[SessionExample],
+    failed: dict[int, str],
+    params: AdjusterParams,
+    device: torch.device,
+) -> _Outcome:
+    """Train under the call's torch settings (threads, CUDA determinism), restoring torch's own afterwards."""
     previous_threads = torch.get_num_threads()
     previous_deterministic = torch.are_deterministic_algorithms_enabled()
     try:
@@ -84,37 +110,67 @@ def adjust(
         if device.type == "cuda":
             # CUDA's scatter-add (the backward of the gather) is non-deterministic unless asked.
             torch.use_deterministic_algorithms(True, warn_only=True)
-        # A NaN/inf stays inside the objects whose sessions produced it (each object is its own
-        # parameter and AdamW is element-wise), so failing those sessions and retraining is enough.
-        # Every retry drops at least one session, so this ends (at worst with no session left).
-        while True:
-            outcome = _train(start_all, original_all, mask_all, queries, sessions, failed, params, device)
-            if not outcome.non_finite_sessions:
-                break
-            for si in outcome.non_finite_sessions:
-                failed[si] = "adjustment produced non-finite vectors (learning rate too high?)"
+        return _train_until_finite(start_all, original_all, mask_all, queries, sessions, failed, params, device)
     finally:
         if params.num_threads is not None:
             torch.set_num_threads(previous_threads)
         if device.type == "cuda":
             torch.use_deterministic_algorithms(previous_deterministic)
 
-    vectors: list[np.ndarray | None] = [None] * len(objects)
-    changed = [False] * len(objects)
+
+def _train_until_finite(
+    start_all: np.ndarray,
+    original_all: np.ndarray,
+    mask_all: np.ndarray,
+    queries: np.ndarray,
+    sessions: list[SessionExample],
+    failed: dict[int, str],
+    params: AdjusterParams,
+    device: torch.device,
+) -> _Outcome:
+    """Train; while the result holds non-finite vectors, fail (in ``failed``) the sessions behind them and retrain."""
+    # A NaN/inf stays inside the objects whose sessions produced it (each object is its own
+    # parameter and AdamW is element-wise), so failing those sessions and retraining is enough.
+    # Every retry drops at least one session, so this ends (at worst with no session left).
+    while True:
+        outcome = _train(start_all, original_all, mask_all, queries, sessions, failed, params, device)
+        if not outcome.non_finite_sessions:
+            return outcome
+        for si in outcome.non_finite_sessions:
+            failed[si] = "adjustment produced non-finite vectors (learning rate too high?)"
+
+
+def _result_vectors(outcome: _Outcome, starts: list[np.ndarray]) -> tuple[list[np.ndarray], list[bool]]:
+    """Per object, its new vectors (a copy of its start where it did not change) and whether it changed."""
+    vectors: list[np.ndarray | None] = [None] * len(starts)
+    changed = [False] * len(starts)
     for local in np.flatnonzero(outcome.changed):
         global_index = int(outcome.touched[local])
         # A view into the fresh result array (which nothing else holds): no per-object copy.
         vectors[global_index] = outcome.vectors[local, : starts[global_index].shape[0]]
         changed[global_index] = True
     vectors = [start.copy() if new is None else new for start, new in zip(starts, vectors, strict=True)]
-    drifts = outcome.drift[outcome.changed]  # drift is reported over the objects that changed
+    return vectors, changed
 
+
+def _result_metrics(
+    outcome: _Outcome,
+    *,
+    changed: list[bool],
+    sessions: list[SessionExample],
+    failed: dict[int, str],
+    params: AdjusterParams,
+    device: torch.device,
+    started: float,
+) -> dict:
+    """The training's metrics, then the call's counts, drift percentiles, device and seconds."""
+    drifts = outcome.drift[outcome.changed]  # drift is reported over the objects that changed
     metrics = dict(outcome.metrics)
     metrics.update(
         sessions=len(sessions),
         sessions_used=len(sessions) - len(failed),
         sessions_failed=len(failed),
-        objects=len(objects),
+        objects=len(changed),
         objects_touched=len(outcome.touched),
         objects_changed=int(sum(changed)),
         drift_p50=float(np.percentile(drifts, 50)) if drifts.size else 0.0,
@@ -124,7 +180,7 @@ def adjust(
         device=str(device),
         seconds=time.perf_counter() - started,
     )
-    return AdjustResult(vectors=vectors, changed=changed, metrics=metrics, failed_sessions=failed)
+    return metrics
 
 
 # --- input checks -------------------------------------------------------------------------------
@@ -269,16 +325,7 @@ class _PartSimilarity(torch.autograd.Function):
             else:
                 rows = vectors.index_select(0, group.object_index)
                 row_values = per_row.index_select(0, group.object_index) if norm is not None else None
-            dots = torch.bmm(rows, group.query.transpose(1, 2)).squeeze(-1)  # (terms × P)
-            if metric == "dot":
-                similarity, aux = dots, None
-            elif metric == "cosine":
-                similarity, aux = dots * row_values, row_values
-            else:  # ‖q - p‖ from ‖q‖² - 2 q·p + ‖p‖²: no (terms × P × D) difference tensor needed
-                squared = group.query_sq_norm - 2.0 * dots + row_values
-                aux = squared.clamp_min(_NORM_EPS).sqrt()
-                aux = aux.masked_fill(squared < _NORM_EPS, float("inf"))  # at q = p: no gradient (1/inf = 0)
-                similarity = -aux.clamp(max=torch.finfo(aux.dtype).max).masked_fill(squared < _NORM_EPS, 0.0)
+            similarity, aux = _group_similarity(rows, row_values, group, metric)
             outputs.append(similarity)
             saved.append(aux)
         ctx.groups = groups
@@ -321,6 +368,46 @@ class _PartSimilarity(torch.autograd.Function):
         return grad_vectors, None, None
 
 
+@dataclass
+class _Layout:
+    """The loss's terms in their groups, and where each term comes from."""
+
+    touched: np.ndarray  # (touched,) sorted global object indices: local object i is touched[i]
+    local: np.ndarray  # (terms,) local object of each flattened term
+    session_row: np.ndarray  # (terms,) index into the used sessions
+    groups: list[_Terms]
+
+
+@dataclass
+class _Touched:
+    """The touched objects on the device: start vectors, originals (and their norms), the part mask."""
+
+    start_np: np.ndarray  # (touched × P × D) the start vectors, on the host
+    start: torch.Tensor
+    original: torch.Tensor
+    original_norm: torch.Tensor  # (touched × P)
+    mask: torch.Tensor  # (touched × P) bool: real parts
+    pad_mask: torch.Tensor | None  # the mask where some part is padded, else None
+
+
+def _group_similarity(
+    rows: torch.Tensor, row_values: torch.Tensor | None, group: _Terms, metric: str
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """A group's ``s(q, p)`` (terms × P) from its rows and their per-part value (1/‖v‖ or ‖v‖²), and what
+    the backward needs of it (cosine: 1/‖v‖; euclid: ‖q - v‖; dot: nothing)."""
+    dots = torch.bmm(rows, group.query.transpose(1, 2)).squeeze(-1)  # (terms × P)
+    if metric == "dot":
+        return dots, None
+    if metric == "cosine":
+        return dots * row_values, row_values
+    # ‖q - p‖ from ‖q‖² - 2 q·p + ‖p‖²: no (terms × P × D) difference tensor needed
+    squared = group.query_sq_norm - 2.0 * dots + row_values
+    aux = squared.clamp_min(_NORM_EPS).sqrt()
+    aux = aux.masked_fill(squared < _NORM_EPS, float("inf"))  # at q = p: no gradient (1/inf = 0)
+    similarity = -aux.clamp(max=torch.finfo(aux.dtype).max).masked_fill(squared < _NORM_EPS, 0.0)
+    return similarity, aux
+
+
 def _train(
     start_all: np.ndarray,
     original_all: np.ndarray,
@@ -331,16 +418,41 @@ def _train(
     params: AdjusterParams,
     device: torch.device,
 ) -> _Outcome:
+    """One training over the sessions not failed: lay out the terms, step AdamW, check and measure the result."""
     torch.manual_seed(params.seed)
     used = [si for si in range(len(sessions)) if si not in failed and (sessions[si].clicked or sessions[si].negatives)]
+    metrics = _zero_metrics()
+    if not used:
+        return _Outcome(np.zeros(0, np.int64), start_all[:0], np.zeros(0, dtype=bool), np.zeros(0), metrics, set())
+    layout = _lay_out_terms(sessions, used, queries, params, device)
+    touched = _touched_objects(start_all, original_all, mask_all, layout.touched, device)
+    vectors, loss_before, similarity_before = _optimize(touched, layout.groups, params)
+    with torch.no_grad():
+        final, final_norm = _final_vectors(vectors, touched)
+        bad_sessions = _non_finite_sessions(final_norm, layout, used)
+        if bad_sessions is not None:
+            return _Outcome(layout.touched, touched.start_np, np.zeros(0, dtype=bool), np.zeros(0), {}, bad_sessions)
+        loss_after, similarity_after = _loss(final, layout.groups, touched.pad_mask, params)
+        drift, changed = _drift_and_changed(final, final_norm, touched, params)
+    metrics.update(loss_before=float(loss_before), loss_after=float(loss_after))
+    _add_similarity_metrics(metrics, layout.groups, similarity_before, similarity_after)
+    arrays = (final.cpu().numpy(), changed.cpu().numpy(), drift.cpu().numpy().astype(np.float64))
+    return _Outcome(layout.touched, *arrays, metrics, set())
+
+
+def _zero_metrics() -> dict:
+    """The training metrics, all zero (what a training without sessions reports)."""
     metrics = {"loss_before": 0.0, "loss_after": 0.0, "clicked_pairs": 0, "negative_pairs": 0}
     for kind in ("clicked", "negative"):
         for when in ("before", "after", "change"):
             metrics[f"{kind}_similarity_{when}"] = 0.0
-    if not used:
-        empty = np.zeros(0, dtype=bool)
-        return _Outcome(np.zeros(0, np.int64), start_all[:0], empty, np.zeros(0), metrics, set())
+    return metrics
 
+
+def _lay_out_terms(
+    sessions: list[SessionExample], used: list[int], queries: np.ndarray, params: AdjusterParams, device: torch.device
+) -> _Layout:
+    """Flatten the used sessions into terms; each object's first term in the first group, repeats in the second."""
     object_of, session_row, coefficient, clicked = _flatten_terms(sessions, used, params)
     touched, first_term, local = np.unique(object_of, return_index=True, return_inverse=True)
     later = np.ones(len(object_of), dtype=bool)
@@ -349,59 +461,80 @@ def _train(
     query_t = torch.from_numpy(queries[used]).to(device)
     if params.metric == "cosine":
         query_t = query_t / query_t.norm(dim=-1, keepdim=True).clamp_min(_NORM_EPS)
+    euclid = params.metric == "euclid"
+    repeats = np.flatnonzero(later)
     groups = [
-        _make_terms(
-            rows,
-            None if index is None else local[rows],
-            query_t,
-            session_row,
-            coefficient,
-            clicked,
-            device,
-            euclid=params.metric == "euclid",
-        )
-        for rows, index in ((first_term, None), (np.flatnonzero(later), True))
+        _make_terms(rows, index, query_t, session_row, coefficient, clicked, device, euclid=euclid)
+        for rows, index in ((first_term, None), (repeats, local[repeats]))
     ]
     if groups[1].coefficient.numel() == 0:
         groups.pop()
+    return _Layout(touched=touched, local=local, session_row=session_row, groups=groups)
 
+
+def _touched_objects(
+    start_all: np.ndarray, original_all: np.ndarray, mask_all: np.ndarray, touched: np.ndarray, device: torch.device
+) -> _Touched:
+    """The touched objects' start vectors, originals and part mask, moved to the device."""
     all_touched = len(touched) == len(start_all)  # touched is sorted, so then it is 0..n-1
     start_np = start_all if all_touched else start_all[touched]
     original_t = torch.from_numpy(original_all if all_touched else original_all[touched]).to(device)
     mask_t = torch.from_numpy(mask_all if all_touched else mask_all[touched]).to(device)
     start_t = torch.from_numpy(start_np).to(device)
-    original_norm = original_t.norm(dim=-1)
-    vectors = start_t.clone().requires_grad_(True)
-    optimizer = torch.optim.AdamW([vectors], lr=params.lr, weight_decay=params.weight_decay, fused=True)
     pad_mask = None if bool(mask_t.all()) else mask_t
+    return _Touched(start_np, start_t, original_t, original_t.norm(dim=-1), mask_t, pad_mask)
 
+
+def _optimize(
+    touched: _Touched, groups: list[_Terms], params: AdjusterParams
+) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
+    """``params.iterations`` full-batch AdamW steps, the rails after each; the vectors, and the loss before."""
+    vectors = touched.start.clone().requires_grad_(True)
+    optimizer = torch.optim.AdamW([vectors], lr=params.lr, weight_decay=params.weight_decay, fused=True)
     with torch.no_grad():
-        loss_before, similarity_before = _loss(vectors, groups, pad_mask, params)
+        loss_before, similarity_before = _loss(vectors, groups, touched.pad_mask, params)
     for _ in range(params.iterations):
         optimizer.zero_grad()
-        loss, _ = _loss(vectors, groups, pad_mask, params)
+        loss, _ = _loss(vectors, groups, touched.pad_mask, params)
         loss.backward()
         optimizer.step()
         with torch.no_grad():
-            _apply_rails(vectors, original_t, original_norm, mask_t, params)
+            _apply_rails(vectors, touched.original, touched.original_norm, touched.mask, params)
+    return vectors, loss_before, similarity_before
 
-    with torch.no_grad():
-        final = vectors.detach()
-        if pad_mask is not None:
-            final = final * mask_t.unsqueeze(-1)  # padded parts get no gradient; this only makes it explicit
-        final_norm = final.norm(dim=-1)  # NaN or inf anywhere in a part makes its norm non-finite
-        finite_objects = torch.isfinite(final_norm).all(dim=1)
-        if not bool(finite_objects.all()):
-            bad_terms = ~finite_objects.cpu().numpy()[local]
-            bad_sessions = {used[row] for row in np.unique(session_row[bad_terms])}
-            return _Outcome(touched, start_np, np.zeros(0, dtype=bool), np.zeros(0), {}, bad_sessions)
-        loss_after, similarity_after = _loss(final, groups, pad_mask, params)
-        cosine = _row_dots(final, original_t) / (final_norm * original_norm).clamp_min(_NORM_EPS)
-        drift = (1.0 - cosine).masked_fill(~mask_t, 0.0).amax(dim=1)
-        changed = ((final - start_t).norm(dim=-1) > params.changed_epsilon).any(dim=1)
 
-    metrics["loss_before"] = float(loss_before)
-    metrics["loss_after"] = float(loss_after)
+def _final_vectors(vectors: torch.Tensor, touched: _Touched) -> tuple[torch.Tensor, torch.Tensor]:
+    """The trained vectors (padded parts zero) and their part norms."""
+    final = vectors.detach()
+    if touched.pad_mask is not None:
+        final = final * touched.mask.unsqueeze(-1)  # padded parts get no gradient; this only makes it explicit
+    final_norm = final.norm(dim=-1)  # NaN or inf anywhere in a part makes its norm non-finite
+    return final, final_norm
+
+
+def _non_finite_sessions(final_norm: torch.Tensor, layout: _Layout, used: list[int]) -> set[int] | None:
+    """The sessions with a term on an object that came out non-finite; None when every object is finite."""
+    finite_objects = torch.isfinite(final_norm).all(dim=1)
+    if bool(finite_objects.all()):
+        return None
+    bad_terms = ~finite_objects.cpu().numpy()[layout.local]
+    return {used[row] for row in np.unique(layout.session_row[bad_terms])}
+
+
+def _drift_and_changed(
+    final: torch.Tensor, final_norm: torch.Tensor, touched: _Touched, params: AdjusterParams
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per object, the largest cosine distance of a part to its original, and whether some part moved."""
+    cosine = _row_dots(final, touched.original) / (final_norm * touched.original_norm).clamp_min(_NORM_EPS)
+    drift = (1.0 - cosine).masked_fill(~touched.mask, 0.0).amax(dim=1)
+    changed = ((final - touched.start).norm(dim=-1) > params.changed_epsilon).any(dim=1)
+    return drift, changed
+
+
+def _add_similarity_metrics(
+    metrics: dict, groups: list[_Terms], similarity_before: list[torch.Tensor], similarity_after: list[torch.Tensor]
+) -> None:
+    """In ``metrics``: per kind (clicked, negative) its pair count and mean similarity before, after, change."""
     for kind, flag in (("clicked", True), ("negative", False)):
         selections = [group.clicked if flag else ~group.clicked for group in groups]
         count = sum(int(s.sum()) for s in selections)
@@ -412,16 +545,12 @@ def _train(
             metrics[f"{kind}_similarity_before"] = before
             metrics[f"{kind}_similarity_after"] = after
             metrics[f"{kind}_similarity_change"] = after - before
-    return _Outcome(
-        touched, final.cpu().numpy(), changed.cpu().numpy(), drift.cpu().numpy().astype(np.float64), metrics, set()
-    )
 
 
 def _flatten_terms(
     sessions: list[SessionExample], used: list[int], params: AdjusterParams
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """One row per (session, object) term: global object, session row (into ``used``), coefficient, clicked."""
-    eta = params.position_bias_eta
     per_session = 1.0 / len(used)
     object_of: list[int] = []
     session_row: list[int] = []
@@ -439,20 +568,26 @@ def _flatten_terms(
             object_of.extend(int(o) for o in members)
             session_row.extend([row] * len(members))
             clicked.extend([is_clicked] * len(members))
-            if weights is None and (eta == 0 or positions is None):
-                coefficient.extend([scale] * len(members))
-                continue
-            for k in range(len(members)):
-                weight = 1.0 if weights is None else float(weights[k])
-                if eta > 0 and positions is not None:
-                    weight *= (int(positions[k]) + 1) ** eta
-                coefficient.append(scale * weight)
+            coefficient.extend(_coefficients(scale, weights, positions, len(members), params.position_bias_eta))
     return (
         np.asarray(object_of, dtype=np.int64),
         np.asarray(session_row, dtype=np.int64),
         np.asarray(coefficient, dtype=np.float32),
         np.asarray(clicked, dtype=bool),
     )
+
+
+def _coefficients(scale: float, weights, positions, count: int, eta: float) -> list[float]:
+    """Each member's ``scale · weight · (position + 1)^η`` (weight 1 when not given; η = 0: position ignored)."""
+    if weights is None and (eta == 0 or positions is None):
+        return [scale] * count
+    coefficients = []
+    for k in range(count):
+        weight = 1.0 if weights is None else float(weights[k])
+        if eta > 0 and positions is not None:
+            weight *= (int(positions[k]) + 1) ** eta
+        coefficients.append(scale * weight)
+    return coefficients
 
 
 def _make_terms(
@@ -527,6 +662,18 @@ def _apply_rails(
         norm = original_norm
     if params.max_drift is None or not bool(over.any()):
         return
+    _pull_back(vectors, original, original_norm, norm, over, params.max_drift)
+
+
+def _pull_back(
+    vectors: torch.Tensor,
+    original: torch.Tensor,
+    original_norm: torch.Tensor,
+    norm: torch.Tensor,
+    over: torch.Tensor,
+    max_drift: float,
+) -> None:
+    """In place: the parts ``over`` the drift cap, turned back to exactly ``max_drift`` from their original."""
     rows = over.nonzero(as_tuple=True)
     current = vectors[rows]
     length = norm[rows].unsqueeze(-1)
@@ -536,7 +683,7 @@ def _apply_rails(
     unit = current / length.clamp_min(_NORM_EPS)
     across = unit - (unit * anchor).sum(dim=-1, keepdim=True) * anchor
     across_norm = across.norm(dim=-1, keepdim=True)
-    target_cos = 1.0 - params.max_drift
+    target_cos = 1.0 - max_drift
     target_sin = max(0.0, 1.0 - target_cos**2) ** 0.5
     # Exactly opposite the original there is no unique great circle: fall back to the original direction.
     direction = torch.where(

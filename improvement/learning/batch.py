@@ -95,41 +95,47 @@ def plan_sessions(
     verdicts: dict[int, Verdict] = {}
     candidates: list[Candidate] = []
     for session in inputs.sessions:
-        shown_all = inputs.shown.get(session.pk, [])
-        if session.is_irrelevant:
-            verdicts[session.pk] = skipped("irrelevant", "marked irrelevant: teaches nothing")
-            continue
-        shown_ids = {object_id for _, object_id in shown_all}
-        weights = {
-            oid: w
-            for oid, w in click_weights(inputs.events.get(session.pk, []), event_weights).items()
-            if oid in shown_ids
-        }
-        if not weights:
-            verdicts[session.pk] = skipped(
-                "no_click", f"no event of a weighted type ({', '.join(sorted(event_weights)) or 'none'})"
-            )
-            continue
-        shown = [(position, oid) for position, oid in shown_all if oid in present]
-        if not shown:
-            verdicts[session.pk] = skipped("objects_gone", "every shown object was deleted from the catalogue")
-            continue
-        clicked = {oid: w for oid, w in weights.items() if oid in present}
-        if not clicked:
-            verdicts[session.pk] = skipped("clicked_objects_gone", "every clicked object was deleted")
-            continue
-        candidates.append(
-            Candidate(
-                pk=session.pk,
-                user_id=session.user_id,
-                text=session.search_query.strip(),
-                query=session.query_vector,
-                shown=shown,
-                clicked=clicked,
-                negatives=negatives_for(shown, clicked, negatives_policy),
-            )
-        )
+        planned = _plan_session(session, inputs, present, event_weights, negatives_policy)
+        if isinstance(planned, Verdict):
+            verdicts[session.pk] = planned
+        else:
+            candidates.append(planned)
     return verdicts, candidates
+
+
+def _plan_session(
+    session, inputs: BatchInputs, present: Mapping[str, object], event_weights: Mapping[str, float], policy: str
+) -> Verdict | Candidate:
+    """One claimed session's skip verdict, or the candidate it makes (its clicks on shown objects still present)."""
+    shown_all = inputs.shown.get(session.pk, [])
+    if session.is_irrelevant:
+        return skipped("irrelevant", "marked irrelevant: teaches nothing")
+    weights = _shown_click_weights(inputs.events.get(session.pk, []), shown_all, event_weights)
+    if not weights:
+        return skipped("no_click", f"no event of a weighted type ({', '.join(sorted(event_weights)) or 'none'})")
+    shown = [(position, oid) for position, oid in shown_all if oid in present]
+    if not shown:
+        return skipped("objects_gone", "every shown object was deleted from the catalogue")
+    clicked = {oid: w for oid, w in weights.items() if oid in present}
+    if not clicked:
+        return skipped("clicked_objects_gone", "every clicked object was deleted")
+    return Candidate(
+        pk=session.pk,
+        user_id=session.user_id,
+        text=session.search_query.strip(),
+        query=session.query_vector,
+        shown=shown,
+        clicked=clicked,
+        negatives=negatives_for(shown, clicked, policy),
+    )
+
+
+def _shown_click_weights(
+    events: Sequence[tuple[str, str]], shown: Sequence[tuple[int, str]], event_weights: Mapping[str, float]
+) -> dict[str, float]:
+    """``click_weights`` of the objects the session showed (an event on anything else teaches nothing)."""
+    shown_ids = {object_id for _, object_id in shown}
+    return {oid: w for oid, w in click_weights(events, event_weights).items() if oid in shown_ids}
 
 
 @dataclass
@@ -168,76 +174,95 @@ def build_problem(
     copies: Mapping[tuple[str, int], StoredVectors],
 ) -> Problem:
     """Lay out candidates (all with a query vector) as adjuster objects, examples and metric pairs."""
-    key_index: dict[tuple[str, int], int] = {}
-    keys: list[tuple[str, int]] = []
-    object_ids: list[str] = []
-    start: list[np.ndarray] = []
-    original: list[np.ndarray] = []
-    is_average: list[np.ndarray] = []
-    adjusted_index: dict[int, int] = {}
-    adjusted_keys: list[int] = []
-    examples: list[SessionExample] = []
-    pair_session: list[int] = []
-    pair_key: list[int] = []
-    pair_clicked: list[bool] = []
-    pair_negative: list[bool] = []
+    layout = _ProblemLayout(originals=originals, copies=copies)
+    for number, candidate in enumerate(candidates):
+        layout.add(number, candidate)
+    return layout.problem(candidates)
 
-    def key_of(user_id: str, object_id: str) -> int:
-        source = originals[object_id]
+
+@dataclass
+class _ProblemLayout:
+    """A ``Problem`` being laid out, candidate after candidate: keys in order of first sight, adjuster objects
+    in order of first click or push, one example per candidate, one metric pair per shown object."""
+
+    originals: Mapping[str, StoredVectors]
+    copies: Mapping[tuple[str, int], StoredVectors]
+    key_index: dict[tuple[str, int], int] = field(default_factory=dict)
+    keys: list[tuple[str, int]] = field(default_factory=list)
+    object_ids: list[str] = field(default_factory=list)
+    start: list[np.ndarray] = field(default_factory=list)
+    original: list[np.ndarray] = field(default_factory=list)
+    is_average: list[np.ndarray] = field(default_factory=list)
+    adjusted_index: dict[int, int] = field(default_factory=dict)
+    adjusted_keys: list[int] = field(default_factory=list)
+    examples: list[SessionExample] = field(default_factory=list)
+    pair_session: list[int] = field(default_factory=list)
+    pair_key: list[int] = field(default_factory=list)
+    pair_clicked: list[bool] = field(default_factory=list)
+    pair_negative: list[bool] = field(default_factory=list)
+
+    def key_of(self, user_id: str, object_id: str) -> int:
+        """The key of (user, object's original), added with its start and original vectors when new."""
+        source = self.originals[object_id]
         key = (user_id, source.pk)
-        index = key_index.get(key)
+        index = self.key_index.get(key)
         if index is None:
-            index = key_index[key] = len(keys)
-            keys.append(key)
-            object_ids.append(object_id)
-            copy = copies.get(key)
+            index = self.key_index[key] = len(self.keys)
+            self.keys.append(key)
+            self.object_ids.append(object_id)
+            copy = self.copies.get(key)
             # A copy learned from other parts (original re-upserted, copies kept) cannot continue.
             usable = copy is not None and copy.vectors.shape == source.vectors.shape
-            start.append(copy.vectors if usable else source.vectors)
-            original.append(source.vectors)
-            is_average.append(source.is_average)
+            self.start.append(copy.vectors if usable else source.vectors)
+            self.original.append(source.vectors)
+            self.is_average.append(source.is_average)
         return index
 
-    def adjuster_index(key: int) -> int:
-        index = adjusted_index.get(key)
+    def adjuster_index(self, key: int) -> int:
+        """The adjuster object of a key, added when new."""
+        index = self.adjusted_index.get(key)
         if index is None:
-            index = adjusted_index[key] = len(adjusted_keys)
-            adjusted_keys.append(key)
+            index = self.adjusted_index[key] = len(self.adjusted_keys)
+            self.adjusted_keys.append(key)
         return index
 
-    for number, candidate in enumerate(candidates):
+    def add(self, number: int, candidate: Candidate) -> None:
+        """Candidate ``number``'s metric pairs (one per shown object), then its adjuster example."""
         position_of = {oid: position for position, oid in candidate.shown}
         negatives = set(candidate.negatives)
         for _position, oid in candidate.shown:
-            pair_session.append(number)
-            pair_key.append(key_of(candidate.user_id, oid))
-            pair_clicked.append(oid in candidate.clicked)
-            pair_negative.append(oid in negatives)
+            self.pair_session.append(number)
+            self.pair_key.append(self.key_of(candidate.user_id, oid))
+            self.pair_clicked.append(oid in candidate.clicked)
+            self.pair_negative.append(oid in negatives)
         clicked_ids = list(candidate.clicked)
-        examples.append(
+        self.examples.append(
             SessionExample(
                 query=candidate.query,
-                clicked=[adjuster_index(key_of(candidate.user_id, oid)) for oid in clicked_ids],
-                negatives=[adjuster_index(key_of(candidate.user_id, oid)) for oid in candidate.negatives],
+                clicked=[self.adjuster_index(self.key_of(candidate.user_id, oid)) for oid in clicked_ids],
+                negatives=[self.adjuster_index(self.key_of(candidate.user_id, oid)) for oid in candidate.negatives],
                 clicked_weights=[candidate.clicked[oid] for oid in clicked_ids],
                 clicked_positions=[position_of[oid] for oid in clicked_ids],
                 negative_positions=[position_of[oid] for oid in candidate.negatives],
             )
         )
-    return Problem(
-        candidates=list(candidates),
-        keys=keys,
-        object_ids=object_ids,
-        start=start,
-        original=original,
-        is_average=is_average,
-        adjusted_keys=adjusted_keys,
-        examples=examples,
-        pair_session=np.asarray(pair_session, dtype=np.int64),
-        pair_key=np.asarray(pair_key, dtype=np.int64),
-        pair_clicked=np.asarray(pair_clicked, dtype=bool),
-        pair_negative=np.asarray(pair_negative, dtype=bool),
-    )
+
+    def problem(self, candidates: Sequence[Candidate]) -> Problem:
+        """The finished layout."""
+        return Problem(
+            candidates=list(candidates),
+            keys=self.keys,
+            object_ids=self.object_ids,
+            start=self.start,
+            original=self.original,
+            is_average=self.is_average,
+            adjusted_keys=self.adjusted_keys,
+            examples=self.examples,
+            pair_session=np.asarray(self.pair_session, dtype=np.int64),
+            pair_key=np.asarray(self.pair_key, dtype=np.int64),
+            pair_clicked=np.asarray(self.pair_clicked, dtype=bool),
+            pair_negative=np.asarray(self.pair_negative, dtype=bool),
+        )
 
 
 AdjustFn = Callable[..., AdjustResult]
@@ -308,78 +333,127 @@ def adjust_isolating_failures(
     sessions that still raise fail, the others are adjusted together. A healthy batch costs one call.
     """
     try:
-        result = adjust(objects=objects, sessions=examples, params=params)
-        return IsolatedResult(
-            vectors=list(result.vectors),
-            changed=list(result.changed),
-            metrics=result.metrics,
-            # sessions the adjuster itself refused (non-finite input or output), if it reports any
-            failures=dict(getattr(result, "failed_sessions", None) or {}),
-        )
+        return _isolated_result(adjust(objects=objects, sessions=examples, params=params))
     except reraise:
         raise
     except Exception as exc:  # noqa: BLE001  any error of the adjuster is isolated to the sessions causing it
         error = f"{type(exc).__name__}: {exc}"
         logger.warning("adjuster failed on %d sessions (%s); isolating", len(examples), error)
-    vectors: list[np.ndarray | None] = [None] * len(objects)
-    changed = [False] * len(objects)
-    failures: dict[int, str] = {}
-    parts: list[tuple[int, dict]] = []
+    isolation = _Isolation(adjust, objects, examples, users, params, reraise)
+    isolation.isolate(error)
+    return isolation.result()
 
-    def solve(chosen: list[int]) -> None:
-        sub_objects, sub_examples, order = _subproblem(objects, examples, chosen)
+
+def _isolated_result(result: AdjustResult) -> IsolatedResult:
+    """The adjuster's answer for the whole batch, as an ``IsolatedResult``."""
+    return IsolatedResult(
+        vectors=list(result.vectors),
+        changed=list(result.changed),
+        metrics=result.metrics,
+        # sessions the adjuster itself refused (non-finite input or output), if it reports any
+        failures=dict(getattr(result, "failed_sessions", None) or {}),
+    )
+
+
+@dataclass
+class _Isolation:
+    """The search for the sessions of a batch that make the adjuster raise, and what it gathers on the way:
+    per adjuster object its vectors and changed flag, per example its failure, and the metrics' parts."""
+
+    adjust: AdjustFn
+    objects: list[ObjectVectors]
+    examples: list[SessionExample]
+    users: Sequence[str]
+    params: AdjusterParams
+    reraise: tuple[type[BaseException], ...]
+    vectors: list[np.ndarray | None] = field(init=False)
+    changed: list[bool] = field(init=False)
+    failures: dict[int, str] = field(default_factory=dict)
+    parts: list[tuple[int, dict]] = field(default_factory=list)  # (sessions used, their metrics)
+
+    def __post_init__(self) -> None:
+        self.vectors = [None] * len(self.objects)
+        self.changed = [False] * len(self.objects)
+
+    def result(self) -> IsolatedResult:
+        """What was gathered, the metrics merged (weighted by the sessions each part used)."""
+        return IsolatedResult(
+            vectors=self.vectors, changed=self.changed, metrics=_merge_metrics(self.parts), failures=self.failures
+        )
+
+    def isolate(self, error: str) -> None:
+        """Halve by user while there are several; within one user, try each session; a lone session fails."""
+        distinct = sorted(set(self.users))
+        if len(distinct) > 1:
+            self.halve_by_user(distinct)
+        elif len(self.examples) > 1:
+            self.try_each_session()
+        else:
+            self.failures[0] = f"adjuster error: {error}"
+
+    def halve_by_user(self, distinct: list[str]) -> None:
+        """Isolate within each half of the users (sorted ids), the first half first."""
+        half = set(distinct[: len(distinct) // 2])
+        self.solve([e for e in range(len(self.examples)) if self.users[e] in half])
+        self.solve([e for e in range(len(self.examples)) if self.users[e] not in half])
+
+    def solve(self, chosen: list[int]) -> None:
+        """The chosen examples as a batch of their own, failures isolated in it; its answer merged into ours."""
+        sub_objects, sub_examples, order = _subproblem(self.objects, self.examples, chosen)
         result = adjust_isolating_failures(
-            adjust=adjust,
+            adjust=self.adjust,
             objects=sub_objects,
             examples=sub_examples,
-            users=[users[e] for e in chosen],
-            params=params,
-            reraise=reraise,
+            users=[self.users[e] for e in chosen],
+            params=self.params,
+            reraise=self.reraise,
         )
         for local, global_index in enumerate(order):
             if result.vectors[local] is not None:
-                vectors[global_index] = result.vectors[local]
-                changed[global_index] = result.changed[local]
+                self.vectors[global_index] = result.vectors[local]
+                self.changed[global_index] = result.changed[local]
         for local, message in result.failures.items():
-            failures[chosen[local]] = message
-        parts.append((len(chosen) - len(result.failures), result.metrics))
+            self.failures[chosen[local]] = message
+        self.parts.append((len(chosen) - len(result.failures), result.metrics))
 
-    distinct = sorted(set(users))
-    if len(distinct) > 1:
-        half = set(distinct[: len(distinct) // 2])
-        solve([e for e in range(len(examples)) if users[e] in half])
-        solve([e for e in range(len(examples)) if users[e] not in half])
-    elif len(examples) > 1:
+    def try_each_session(self) -> None:
+        """One user's sessions: each tried alone (those that raise fail), then the healthy ones together."""
+        healthy = self._healthy_alone()
+        if healthy:
+            self._adjust_together(healthy)
+
+    def _healthy_alone(self) -> list[int]:
+        """The examples the adjuster accepts alone; the others fail."""
         healthy = []
-        for e in range(len(examples)):
-            alone, alone_examples, _ = _subproblem(objects, examples, [e])
+        for e in range(len(self.examples)):
+            alone, alone_examples, _ = _subproblem(self.objects, self.examples, [e])
             try:
-                adjust(objects=alone, sessions=alone_examples, params=params)
+                self.adjust(objects=alone, sessions=alone_examples, params=self.params)
                 healthy.append(e)
-            except reraise:
+            except self.reraise:
                 raise
             except Exception as exc:  # noqa: BLE001
-                failures[e] = f"adjuster error: {type(exc).__name__}: {exc}"
-        if healthy:
-            sub_objects, sub_examples, order = _subproblem(objects, examples, healthy)
-            try:
-                result = adjust(objects=sub_objects, sessions=sub_examples, params=params)
-            except reraise:
-                raise
-            except Exception as exc:  # noqa: BLE001  fine alone, failing together: none can be trusted
-                for e in healthy:
-                    failures[e] = f"adjuster error together with this user's other sessions: {exc}"
-            else:
-                for local, global_index in enumerate(order):
-                    vectors[global_index] = result.vectors[local]
-                    changed[global_index] = result.changed[local]
-                refused = dict(getattr(result, "failed_sessions", None) or {})
-                for local, message in refused.items():
-                    failures[healthy[local]] = message
-                parts.append((len(healthy) - len(refused), result.metrics))
-    else:
-        failures[0] = f"adjuster error: {error}"
-    return IsolatedResult(vectors=vectors, changed=changed, metrics=_merge_metrics(parts), failures=failures)
+                self.failures[e] = f"adjuster error: {type(exc).__name__}: {exc}"
+        return healthy
+
+    def _adjust_together(self, healthy: list[int]) -> None:
+        """Adjust the healthy examples together; if that raises, none of them can be trusted."""
+        sub_objects, sub_examples, order = _subproblem(self.objects, self.examples, healthy)
+        try:
+            result = self.adjust(objects=sub_objects, sessions=sub_examples, params=self.params)
+        except self.reraise:
+            raise
+        except Exception as exc:  # noqa: BLE001  fine alone, failing together: none can be trusted
+            for e in healthy:
+                self.failures[e] = f"adjuster error together with this user's other sessions: {exc}"
+            return
+        for local, global_index in enumerate(order):
+            self.vectors[global_index] = result.vectors[local]
+            self.changed[global_index] = result.changed[local]
+        refused = dict(getattr(result, "failed_sessions", None) or {})
+        for local, message in refused.items():
+            self.failures[healthy[local]] = message
+        self.parts.append((len(healthy) - len(refused), result.metrics))
 
 
 def similarities(
@@ -396,18 +470,36 @@ def similarities(
     if len(pair_session) == 0:
         return np.zeros(0, dtype=np.float32)
     counts = np.fromiter((len(v) for v in key_vectors), dtype=np.int64, count=len(key_vectors))
-    offsets = np.concatenate(([0], np.cumsum(counts)[:-1]))
     parts = np.concatenate(key_vectors).astype(np.float32, copy=False)
     queries = queries.astype(np.float32, copy=False)
     if metric == "cosine":
         parts = parts / np.maximum(np.linalg.norm(parts, axis=1, keepdims=True), 1e-12)
         queries = queries / np.maximum(np.linalg.norm(queries, axis=1, keepdims=True), 1e-12)
+    part_rows, query_rows, pair_starts = _part_rows(counts, pair_session, pair_key)
+    scores = _part_scores(queries, parts, query_rows, part_rows, metric=metric, chunk=chunk)
+    return np.maximum.reduceat(scores, pair_starts)
+
+
+def _part_rows(
+    counts: np.ndarray, pair_session: np.ndarray, pair_key: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One row per (pair, part of its object): the part's row among all parts and the pair's query row;
+    and where each pair's rows begin."""
+    offsets = np.concatenate(([0], np.cumsum(counts)[:-1]))
     per_pair = counts[pair_key]
     total = int(per_pair.sum())
     pair_starts = np.concatenate(([0], np.cumsum(per_pair)[:-1]))
     within = np.arange(total) - np.repeat(pair_starts, per_pair)
     part_rows = np.repeat(offsets[pair_key], per_pair) + within
     query_rows = np.repeat(pair_session, per_pair)
+    return part_rows, query_rows, pair_starts
+
+
+def _part_scores(
+    queries: np.ndarray, parts: np.ndarray, query_rows: np.ndarray, part_rows: np.ndarray, *, metric: str, chunk: int
+) -> np.ndarray:
+    """Per row, the similarity of its query and its part (dot, or −euclidean), ``chunk`` rows at a time."""
+    total = len(part_rows)
     scores = np.empty(total, dtype=np.float32)
     for begin in range(0, total, chunk):
         end = min(begin + chunk, total)
@@ -419,7 +511,7 @@ def similarities(
             scores[begin:end] = -np.sqrt(np.maximum(squared, 0.0))
         else:
             scores[begin:end] = dots
-    return np.maximum.reduceat(scores, pair_starts)
+    return scores
 
 
 def ranking_totals(
@@ -436,28 +528,32 @@ def ranking_totals(
     keep = used[problem.pair_session]
     if not keep.any():
         return totals
-    pair_session = problem.pair_session[keep]
-    pair_key = problem.pair_key[keep]
-    clicked = problem.pair_clicked[keep]
-    negative = problem.pair_negative[keep]
-    before = similarities(
-        queries=queries, pair_session=pair_session, pair_key=pair_key, key_vectors=problem.start, metric=metric
+    pair_session, pair_key = problem.pair_session[keep], problem.pair_key[keep]
+    clicked, negative = problem.pair_clicked[keep], problem.pair_negative[keep]
+    before, after_scores = (
+        similarities(queries=queries, pair_session=pair_session, pair_key=pair_key, key_vectors=vectors, metric=metric)
+        for vectors in (problem.start, after)
     )
-    after_scores = similarities(
-        queries=queries, pair_session=pair_session, pair_key=pair_key, key_vectors=after, metric=metric
-    )
-    # Pairs are grouped by session: lay them out as a (sessions × shown) matrix padded with -inf.
-    sessions, first, sizes = np.unique(pair_session, return_index=True, return_counts=True)
-    row = np.searchsorted(sessions, pair_session)
-    column = np.arange(len(pair_session)) - first[row]
-    for name, scores in (("before", before), ("after", after_scores)):
-        grid = np.full((len(sessions), int(sizes.max())), -np.inf, dtype=np.float32)
-        grid[row, column] = scores
-        clicked_scores = scores[clicked]
-        ranks = 1 + (grid[row[clicked]] > clicked_scores[:, None]).sum(axis=1)
-        setattr(totals, f"clicked_rank_{name}", float(ranks.sum()))
+    ranks = _clicked_rank_sums(pair_session, clicked, before, after_scores)
+    totals.clicked_rank_before, totals.clicked_rank_after = ranks
     totals.clicked = float(clicked.sum())
     totals.clicked_similarity_change = float((after_scores[clicked] - before[clicked]).sum())
     totals.pushed = float(negative.sum())
     totals.pushed_similarity_change = float((after_scores[negative] - before[negative]).sum())
     return totals
+
+
+def _clicked_rank_sums(pair_session: np.ndarray, clicked: np.ndarray, *score_sets: np.ndarray) -> list[float]:
+    """Per set of pair scores, the sum over clicked pairs of the object's 1-based rank in its session."""
+    # Pairs are grouped by session: lay them out as a (sessions × shown) matrix padded with -inf.
+    sessions, first, sizes = np.unique(pair_session, return_index=True, return_counts=True)
+    row = np.searchsorted(sessions, pair_session)
+    column = np.arange(len(pair_session)) - first[row]
+    sums = []
+    for scores in score_sets:
+        grid = np.full((len(sessions), int(sizes.max())), -np.inf, dtype=np.float32)
+        grid[row, column] = scores
+        clicked_scores = scores[clicked]
+        ranks = 1 + (grid[row[clicked]] > clicked_scores[:, None]).sum(axis=1)
+        sums.append(float(ranks.sum()))
+    return sums

@@ -30,43 +30,41 @@ def _secret_file(name: str) -> Path:
     return path
 
 
+# Run in a child process (Django set up on the stack's settings): reuse the stored keys while they
+# verify, else create and store them; (re)set the admin's password from its file; print both keys.
+_CREDENTIALS_SCRIPT = (
+    "import sys\n"
+    "from pathlib import Path\n"
+    "import django; django.setup()\n"
+    "from django.contrib.auth import get_user_model\n"
+    "from studio.core.auth import create_api_key, verify_api_key\n"
+    "def key(path, name, scopes):\n"
+    "    p = Path(path)\n"
+    "    if p.exists() and verify_api_key(p.read_text().strip()):\n"
+    "        return p.read_text().strip()\n"
+    "    _, plain = create_api_key(name=name, scopes=scopes)\n"
+    "    p.write_text(plain); p.chmod(0o600)\n"
+    "    return plain\n"
+    "dev = key(sys.argv[1], 'development', ['ingest', 'search', 'catalog', 'admin'])\n"
+    "demo = key(sys.argv[2], 'demo page', ['search', 'ingest'])\n"
+    "User = get_user_model()\n"
+    "password = Path(sys.argv[3]).read_text().strip()\n"
+    "user, _ = User.objects.get_or_create(username='admin', defaults={'is_staff': True, 'is_superuser': True})\n"
+    "user.is_staff = user.is_superuser = True; user.set_password(password); user.save()\n"
+    "print(dev); print(demo)\n"
+)
+
+
 def _dev_credentials(env: dict[str, str]) -> tuple[str, str, str]:
     """A development API key (all scopes), a demo key (search, ingest) and an admin password,
     kept under the data dir so that every ``make run`` prints the same ones."""
-    code = (
-        "import sys\n"
-        "from pathlib import Path\n"
-        "import django; django.setup()\n"
-        "from django.contrib.auth import get_user_model\n"
-        "from studio.core.auth import create_api_key, verify_api_key\n"
-        "def key(path, name, scopes):\n"
-        "    p = Path(path)\n"
-        "    if p.exists() and verify_api_key(p.read_text().strip()):\n"
-        "        return p.read_text().strip()\n"
-        "    _, plain = create_api_key(name=name, scopes=scopes)\n"
-        "    p.write_text(plain); p.chmod(0o600)\n"
-        "    return plain\n"
-        "dev = key(sys.argv[1], 'development', ['ingest', 'search', 'catalog', 'admin'])\n"
-        "demo = key(sys.argv[2], 'demo page', ['search', 'ingest'])\n"
-        "User = get_user_model()\n"
-        "password = Path(sys.argv[3]).read_text().strip()\n"
-        "user, _ = User.objects.get_or_create(username='admin', defaults={'is_staff': True, 'is_superuser': True})\n"
-        "user.is_staff = user.is_superuser = True; user.set_password(password); user.save()\n"
-        "print(dev); print(demo)\n"
-    )
     password_file = _secret_file("dev-admin-password")
     if not password_file.exists():
         password_file.write_text(secrets.token_urlsafe(12))
         password_file.chmod(0o600)
+    key_files = (str(_secret_file("dev-api-key")), str(_secret_file("demo-api-key")))
     out = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            code,
-            str(_secret_file("dev-api-key")),
-            str(_secret_file("demo-api-key")),
-            str(password_file),
-        ],
+        [sys.executable, "-c", _CREDENTIALS_SCRIPT, *key_files, str(password_file)],
         env=env,
         cwd=ROOT,
         check=True,
@@ -83,36 +81,15 @@ def _interrupt(signum, frame):
 def main() -> int:
     """Run the stack until Ctrl-C (or SIGTERM)."""
     signal.signal(signal.SIGTERM, _interrupt)
-    env = dict(os.environ)
-    env.setdefault("DJANGO_SETTINGS_MODULE", "studio.config.settings")
-    env.setdefault("DEBUG", "true")
-    env.setdefault("STUDIO_DEMO", "true")
-    env["HF_HUB_OFFLINE"] = "1"
-    # The Procfile's gunicorn and celery live beside this interpreter.
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    if not env.get("DATABASE_URL"):
-        server = embedded.ensure_postgres("studio")
-        env["DATABASE_URL"] = embedded.postgres_url(server.socket_dir, "studio")
-        print(f"embedded PostgreSQL: {server.pgdata}")
-    if not env.get("CELERY_BROKER_URL"):
-        redis = embedded.ensure_redis()
-        env["CELERY_BROKER_URL"] = redis.url
-        env.setdefault("CACHE_URL", redis.cache_url)
-        print(f"embedded Redis: {redis.socket_path}")
+    env = _environment()
+    _start_embedded(env)
     honcho = None
     try:
         _manage("migrate", "--noinput", env=env)
         _manage("load_demo", env=env)
         dev_key, demo_key, password = _dev_credentials(env)
         env["STUDIO_DEMO_API_KEY"] = demo_key
-        bind = env.get("STUDIO_BIND", "127.0.0.1:8000")
-        print("\n" + "=" * 72)
-        print(f"studio is starting at http://{bind}/  (demo search page)")
-        print(f"  API docs:  http://{bind}/api/v1/docs")
-        print(f"  admin:     http://{bind}/admin/  (user admin, password {password})")
-        print(f"  API key:   {dev_key}")
-        print("  Ctrl-C stops web, worker, beat and the embedded servers.")
-        print("=" * 72 + "\n", flush=True)
+        _print_banner(env.get("STUDIO_BIND", "127.0.0.1:8000"), dev_key, password)
         honcho = subprocess.Popen(
             [str(Path(sys.executable).parent / "honcho"), "start", "-f", str(ROOT / "Procfile")],
             env=env,
@@ -123,17 +100,59 @@ def main() -> int:
     except KeyboardInterrupt:
         return 0
     finally:
-        if honcho is not None and honcho.poll() is None:
-            try:
-                os.killpg(honcho.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-            try:
-                honcho.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(honcho.pid, signal.SIGKILL)
+        _stop(honcho)
         embedded.stop_started()
         print("studio stopped.")
+
+
+def _environment() -> dict[str, str]:
+    """This process's environment with the development defaults (debug, demo, offline models)."""
+    env = dict(os.environ)
+    env.setdefault("DJANGO_SETTINGS_MODULE", "studio.config.settings")
+    env.setdefault("DEBUG", "true")
+    env.setdefault("STUDIO_DEMO", "true")
+    env["HF_HUB_OFFLINE"] = "1"
+    # The Procfile's gunicorn and celery live beside this interpreter.
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    return env
+
+
+def _start_embedded(env: dict[str, str]) -> None:
+    """Start the embedded PostgreSQL and Redis where ``env`` names no database or broker, and point it at them."""
+    if not env.get("DATABASE_URL"):
+        server = embedded.ensure_postgres("studio")
+        env["DATABASE_URL"] = embedded.postgres_url(server.socket_dir, "studio")
+        print(f"embedded PostgreSQL: {server.pgdata}")
+    if not env.get("CELERY_BROKER_URL"):
+        redis = embedded.ensure_redis()
+        env["CELERY_BROKER_URL"] = redis.url
+        env.setdefault("CACHE_URL", redis.cache_url)
+        print(f"embedded Redis: {redis.socket_path}")
+
+
+def _print_banner(bind: str, dev_key: str, password: str) -> None:
+    """Where the stack answers, and the development credentials."""
+    print("\n" + "=" * 72)
+    print(f"studio is starting at http://{bind}/  (demo search page)")
+    print(f"  API docs:  http://{bind}/api/v1/docs")
+    print(f"  admin:     http://{bind}/admin/  (user admin, password {password})")
+    print(f"  API key:   {dev_key}")
+    print("  Ctrl-C stops web, worker, beat and the embedded servers.")
+    print("=" * 72 + "\n", flush=True)
+
+
+def _stop(honcho: subprocess.Popen | None) -> None:
+    """Stop honcho's process group if it still runs: SIGTERM, then SIGKILL after 20 s."""
+    if honcho is None or honcho.poll() is not None:
+        return
+    try:
+        os.killpg(honcho.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        pass
+    try:
+        honcho.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        os.killpg(honcho.pid, signal.SIGKILL)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""``manage.py evaluate``: the proof that improvement helps (DESIGN §6).
+"""``manage.py evaluate``: the proof that improvement helps (docs/architecture.md).
 
 Replays simulated users with real relevance through the real loop — catalogue load, search, session
 registration, clicks, improvement runs, search again — in a throwaway database, and writes
@@ -43,6 +43,29 @@ def parse_override(text: str) -> tuple[str, object]:
     return key, value
 
 
+def _eval_options(options: dict, progress: bool):
+    """The runner's ``EvalOptions`` from the command's options (``--arms`` checked, ``--set`` parsed)."""
+    from improvement.evaluation.runner import EvalOptions
+
+    arms = [a.strip() for a in options["arms"].split(",") if a.strip()]
+    unknown = [a for a in arms if a not in loop.ARM_NAMES]
+    if unknown:
+        raise CommandError(f"--arms: unknown {', '.join(unknown)} (choose from {', '.join(loop.ARM_NAMES)})")
+    return EvalOptions(
+        dataset=options["dataset"],
+        users=options["users"],
+        rounds=options["rounds"],
+        click_model=options["click_model"],
+        eta=options["eta"],
+        seed=options["seed"],
+        arms=arms,
+        queries_per_user=options["queries_per_user"],
+        bootstrap_samples=options["bootstrap"],
+        progress=progress,
+        studio_overrides=dict(parse_override(text) for text in options["set"]),
+    )
+
+
 class Command(BaseCommand):
     help = "Measure, on simulated users with real relevance, whether improvement makes search better."
 
@@ -82,30 +105,18 @@ class Command(BaseCommand):
         if options["sweep"]:
             self._sweep(options, progress)
             return
-        from improvement.evaluation.runner import EvalOptions, evaluate
+        from improvement.evaluation.runner import evaluate
 
-        arms = [a.strip() for a in options["arms"].split(",") if a.strip()]
-        unknown = [a for a in arms if a not in loop.ARM_NAMES]
-        if unknown:
-            raise CommandError(f"--arms: unknown {', '.join(unknown)} (choose from {', '.join(loop.ARM_NAMES)})")
-        eval_options = EvalOptions(
-            dataset=options["dataset"],
-            users=options["users"],
-            rounds=options["rounds"],
-            click_model=options["click_model"],
-            eta=options["eta"],
-            seed=options["seed"],
-            arms=arms,
-            queries_per_user=options["queries_per_user"],
-            bootstrap_samples=options["bootstrap"],
-            progress=progress,
-            studio_overrides=dict(parse_override(text) for text in options["set"]),
-        )
+        eval_options = _eval_options(options, progress)
         out = Path(options["out"]) if options["out"] else default_out(options["dataset"])
         try:
             report = evaluate(eval_options, out=out)
         except (FileNotFoundError, ValueError) as exc:
             raise CommandError(str(exc)) from exc
+        self._summary(report, out)
+
+    def _summary(self, report: dict, out: Path) -> None:
+        """The tables, guards, targets and runtime of a written report."""
         from improvement.evaluation.report import markdown_tables
 
         self.stdout.write(markdown_tables(report))

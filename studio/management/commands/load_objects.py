@@ -81,6 +81,30 @@ def read_items(path: Path) -> Iterator[tuple[int, dict | BadLine]]:
             handle.close()
 
 
+def _resolved(items: list[services.ObjectInput]) -> Iterator[tuple]:
+    """The objects as COPY rows: id, payload, text, then their parts' vectors and is-average flags."""
+    for item, parts in zip(items, services.build_parts(items), strict=True):
+        yield item.object_id, item.payload, item.text, [v for v, _ in parts], [avg for _, avg in parts]
+
+
+def _rows(file: Path, batch_size: int, errors: list[str]) -> Iterator[tuple]:
+    """COPY rows of the file's valid objects, resolved ``batch_size`` at a time; what is skipped goes to ``errors``."""
+    pending: list[services.ObjectInput] = []
+    for number, raw in read_items(file):
+        if isinstance(raw, BadLine):
+            errors.append(f"line {number}: {raw}")
+            continue
+        parsed = parse_object_item(raw, number)
+        if isinstance(parsed, services.ItemError):
+            errors.append(f"line {number} ({parsed.ids['object_id']}): {parsed.message}")
+            continue
+        pending.append(parsed)
+        if len(pending) >= batch_size:
+            yield from _resolved(pending)
+            pending = []
+    yield from _resolved(pending)
+
+
 class Command(BaseCommand):
     help = (
         "Load objects from a JSONL or CSV file (one object per line, as in POST /api/v1/objects) via COPY, "
@@ -108,42 +132,30 @@ class Command(BaseCommand):
         started = time.perf_counter()
         errors: list[str] = []
         progress = tqdm(unit="obj", desc="loading", disable=options.get("verbosity", 1) == 0, file=sys.stderr)
-
-        def resolved(items: list[services.ObjectInput]):
-            for item, parts in zip(items, services.build_parts(items), strict=True):
-                yield item.object_id, item.payload, item.text, [v for v, _ in parts], [avg for _, avg in parts]
-
-        def rows():
-            pending: list[services.ObjectInput] = []
-            for number, raw in read_items(file):
-                if isinstance(raw, BadLine):
-                    errors.append(f"line {number}: {raw}")
-                    continue
-                parsed = parse_object_item(raw, number)
-                if isinstance(parsed, services.ItemError):
-                    errors.append(f"line {number} ({parsed.ids['object_id']}): {parsed.message}")
-                    continue
-                pending.append(parsed)
-                if len(pending) >= batch_size:
-                    yield from resolved(pending)
-                    pending = []
-            yield from resolved(pending)
-
         # Building an HNSW index once after the load is many times faster than maintaining it row by row.
         if not keep_index:
             services.drop_hnsw_index()
         try:
-            loaded = services.copy_objects(rows=rows(), batch_size=batch_size, on_batch=progress.update)
+            rows = _rows(file, batch_size, errors)
+            loaded = services.copy_objects(rows=rows, batch_size=batch_size, on_batch=progress.update)
         finally:
             progress.close()
             load_seconds = time.perf_counter() - started
             if not keep_index:
-                self.stdout.write("building the HNSW index …")
-                index_started = time.perf_counter()
-                services.create_hnsw_index(
-                    maintenance_work_mem=options["maintenance_work_mem"], workers=options["index_workers"]
-                )
-                self.stdout.write(f"index built in {time.perf_counter() - index_started:.3f}s")
+                self._build_index(options)
+        self._report(errors, loaded=loaded, load_seconds=load_seconds, started=started)
+
+    def _build_index(self, options: dict) -> None:
+        """Build the HNSW index once, after the load."""
+        self.stdout.write("building the HNSW index …")
+        index_started = time.perf_counter()
+        services.create_hnsw_index(
+            maintenance_work_mem=options["maintenance_work_mem"], workers=options["index_workers"]
+        )
+        self.stdout.write(f"index built in {time.perf_counter() - index_started:.3f}s")
+
+    def _report(self, errors: list[str], *, loaded: int, load_seconds: float, started: float) -> None:
+        """The first skipped lines (and how many more), then the counts and times."""
         for line in errors[:MAX_REPORTED_ERRORS]:
             self.stderr.write(f"skipped {line}")
         if len(errors) > MAX_REPORTED_ERRORS:
