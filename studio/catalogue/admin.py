@@ -12,21 +12,26 @@ from studio.catalogue.models import Object, ObjectPart, PersonalizedObject, Pers
 from studio.core.vectors import short_vector
 
 
-class ObjectPartInline(admin.TabularInline):
-    """An object's parts, vectors shortened."""
+class _PartInline(admin.TabularInline):
+    """Vector parts, read-only, vectors shortened (an original's or a copy's)."""
 
-    model = ObjectPart
     extra = 0
     can_delete = False
     fields = ("index", "is_average", "vector_preview")
     readonly_fields = fields
 
     @admin.display(description="vector")
-    def vector_preview(self, part: ObjectPart) -> str:
+    def vector_preview(self, part: ObjectPart | PersonalizedPart) -> str:
         return short_vector(part.vector)
 
     def has_add_permission(self, request, obj=None) -> bool:
         return False
+
+
+class ObjectPartInline(_PartInline):
+    """An object's parts."""
+
+    model = ObjectPart
 
 
 @admin.register(Object)
@@ -47,21 +52,10 @@ class ObjectAdmin(admin.ModelAdmin):
         return str(payload.get("title") or payload.get("name") or obj.text[:80])
 
 
-class PersonalizedPartInline(admin.TabularInline):
-    """A personalized copy's parts, vectors shortened."""
+class PersonalizedPartInline(_PartInline):
+    """A personalized copy's parts."""
 
     model = PersonalizedPart
-    extra = 0
-    can_delete = False
-    fields = ("index", "is_average", "vector_preview")
-    readonly_fields = fields
-
-    @admin.display(description="vector")
-    def vector_preview(self, part: PersonalizedPart) -> str:
-        return short_vector(part.vector)
-
-    def has_add_permission(self, request, obj=None) -> bool:
-        return False
 
 
 class PersonalizedUserFilter(admin.SimpleListFilter):

@@ -11,7 +11,7 @@ from rest_framework.views import APIView
 from studio.catalogue import selectors, services
 from studio.catalogue.validation import parse_object_item
 from studio.core.errors import ApiError, error_body
-from studio.core.serializers import ErrorSerializer, StrictSerializer, batch_items, query_flag
+from studio.core.serializers import AUTH_ERRORS, ErrorSerializer, StrictSerializer, batch_items, query_flag
 from studio.core.validation import ItemError
 
 
@@ -93,10 +93,9 @@ class ObjectUpsertApi(APIView):
         responses={
             200: OutputSerializer,
             400: ErrorSerializer,
-            401: ErrorSerializer,
-            403: ErrorSerializer,
             413: ErrorSerializer,
             415: ErrorSerializer,
+            **AUTH_ERRORS,
         },
         tags=["catalogue"],
     )
@@ -161,7 +160,7 @@ class ObjectDetailApi(APIView):
 
     @extend_schema(
         parameters=[OpenApiParameter("vectors", bool, description="Include the parts' vectors.")],
-        responses={200: OutputSerializer, 401: ErrorSerializer, 403: ErrorSerializer, 404: ErrorSerializer},
+        responses={200: OutputSerializer, 404: ErrorSerializer, **AUTH_ERRORS},
         tags=["catalogue"],
     )
     def get(self, request, object_id: str):
@@ -172,7 +171,7 @@ class ObjectDetailApi(APIView):
         return Response(self.OutputSerializer(data).data)
 
     @extend_schema(
-        responses={200: DeleteOutputSerializer, 401: ErrorSerializer, 403: ErrorSerializer, 404: ErrorSerializer},
+        responses={200: DeleteOutputSerializer, 404: ErrorSerializer, **AUTH_ERRORS},
         tags=["catalogue"],
     )
     def delete(self, request, object_id: str):

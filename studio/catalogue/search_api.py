@@ -9,7 +9,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from studio.catalogue import search
-from studio.core.serializers import ErrorSerializer, StrictSerializer
+from studio.core.serializers import AUTH_ERRORS, ErrorSerializer, StrictSerializer
 from studio.core.vectors import InvalidVector, validate_vector
 
 MAX_FILTER_VALUE_CHARS = 1024
@@ -114,9 +114,8 @@ class SearchApi(APIView):
         responses={
             200: OutputSerializer,
             400: ErrorSerializer,
-            401: ErrorSerializer,
-            403: ErrorSerializer,
             409: ErrorSerializer,
+            **AUTH_ERRORS,
         },
         tags=["search"],
         examples=[
