@@ -129,60 +129,8 @@ _SET_EF_SEARCH = "SELECT set_config('hnsw.ef_search', %(ef_search)s, true)"
 def _ranking_sql(*, op: str, personalized: bool, filtered: bool, exact: bool) -> str:
     """The ranking statement. Only fixed fragments and the metric's operator are formatted in;
     every value (vector, user, filter, limits) is a bound parameter."""
-    if personalized:
-        # Per copy, its best part through the part index: cost follows this user's copies, not everyone's
-        # (a hash join would scan every user's parts).
-        mine = f"""
-        mine AS MATERIALIZED (
-            SELECT po.original_id AS oid, best.d
-            FROM studio_personalizedobject po
-            {"JOIN studio_object mo ON mo.id = po.original_id AND mo.payload @> %(filter)s::jsonb" if filtered else ""}
-            CROSS JOIN LATERAL (
-                SELECT min(pp.vector {op} %(q)s::vector) AS d
-                FROM studio_personalizedpart pp WHERE pp.personalized_id = po.id
-            ) AS best
-            WHERE po.user_id = %(user_id)s AND best.d IS NOT NULL
-        ),"""
-        not_copied = "NOT EXISTS (SELECT 1 FROM mine m WHERE m.oid = {col})"
-    else:
-        mine = """
-        mine AS (SELECT NULL::bigint AS oid, NULL::float8 AS d WHERE false),"""
-        not_copied = "true"
-    if exact:
-        candidates = f"""
-        ann AS (SELECT NULL::bigint AS oid WHERE false),
-        cand AS MATERIALIZED (
-            SELECT p.object_id AS oid, min(p.vector {op} %(q)s::vector) AS d
-            FROM studio_object o JOIN studio_objectpart p ON p.object_id = o.id
-            WHERE {"o.payload @> %(filter)s::jsonb AND" if filtered else ""} {not_copied.format(col="o.id")}
-            GROUP BY p.object_id
-        ),"""
-        # every part of every candidate was scored: the distances are already exact
-        rescored = "SELECT oid, d, personalized FROM top"
-    else:
-        # The HNSW scan stands alone so that the planner uses the index; filters apply to its output.
-        candidates = f"""
-        ann AS MATERIALIZED (
-            SELECT p.object_id AS oid, p.vector {op} %(q)s::vector AS d
-            FROM studio_objectpart p
-            ORDER BY p.vector {op} %(q)s::vector
-            LIMIT %(parts)s
-        ),
-        cand AS MATERIALIZED (
-            SELECT a.oid, min(a.d) AS d FROM ann a
-            {"JOIN studio_object fo ON fo.id = a.oid AND fo.payload @> %(filter)s::jsonb" if filtered else ""}
-            WHERE {not_copied.format(col="a.oid")}
-            GROUP BY a.oid
-        ),"""
-        # The page's originals are re-scored over ALL their parts (the index may have returned only some
-        # of a multi-part object's parts), so that every distance shown is exact: need lookups, not ef.
-        rescored = f"""
-            SELECT t.oid, t.personalized,
-                   CASE WHEN t.personalized THEN t.d
-                        ELSE (SELECT min(p.vector {op} %(q)s::vector) FROM studio_objectpart p
-                              WHERE p.object_id = t.oid)
-                   END AS d
-            FROM top t"""
+    mine, not_copied = _copies_fragment(op=op, personalized=personalized, filtered=filtered)
+    candidates, rescored = _candidates_fragment(op=op, filtered=filtered, exact=exact, not_copied=not_copied)
     return f"""
         WITH {mine}{candidates}
         ranked AS (
@@ -206,6 +154,69 @@ def _ranking_sql(*, op: str, personalized: bool, filtered: bool, exact: bool) ->
         LEFT JOIN studio_object o ON o.id = t.oid
         ORDER BY t.d, t.oid
     """
+
+
+def _copies_fragment(*, op: str, personalized: bool, filtered: bool) -> tuple[str, str]:
+    """The ``mine`` CTE (this user's copies, each at its best part) and the "original not copied" test."""
+    if not personalized:
+        return (
+            """
+        mine AS (SELECT NULL::bigint AS oid, NULL::float8 AS d WHERE false),""",
+            "true",
+        )
+    # Per copy, its best part through the part index: cost follows this user's copies, not everyone's
+    # (a hash join would scan every user's parts).
+    mine = f"""
+        mine AS MATERIALIZED (
+            SELECT po.original_id AS oid, best.d
+            FROM studio_personalizedobject po
+            {"JOIN studio_object mo ON mo.id = po.original_id AND mo.payload @> %(filter)s::jsonb" if filtered else ""}
+            CROSS JOIN LATERAL (
+                SELECT min(pp.vector {op} %(q)s::vector) AS d
+                FROM studio_personalizedpart pp WHERE pp.personalized_id = po.id
+            ) AS best
+            WHERE po.user_id = %(user_id)s AND best.d IS NOT NULL
+        ),"""
+    return mine, "NOT EXISTS (SELECT 1 FROM mine m WHERE m.oid = {col})"
+
+
+def _candidates_fragment(*, op: str, filtered: bool, exact: bool, not_copied: str) -> tuple[str, str]:
+    """The ``ann`` and ``cand`` CTEs (originals' candidates) and the page's re-scoring query."""
+    if exact:
+        candidates = f"""
+        ann AS (SELECT NULL::bigint AS oid WHERE false),
+        cand AS MATERIALIZED (
+            SELECT p.object_id AS oid, min(p.vector {op} %(q)s::vector) AS d
+            FROM studio_object o JOIN studio_objectpart p ON p.object_id = o.id
+            WHERE {"o.payload @> %(filter)s::jsonb AND" if filtered else ""} {not_copied.format(col="o.id")}
+            GROUP BY p.object_id
+        ),"""
+        # every part of every candidate was scored: the distances are already exact
+        return candidates, "SELECT oid, d, personalized FROM top"
+    # The HNSW scan stands alone so that the planner uses the index; filters apply to its output.
+    candidates = f"""
+        ann AS MATERIALIZED (
+            SELECT p.object_id AS oid, p.vector {op} %(q)s::vector AS d
+            FROM studio_objectpart p
+            ORDER BY p.vector {op} %(q)s::vector
+            LIMIT %(parts)s
+        ),
+        cand AS MATERIALIZED (
+            SELECT a.oid, min(a.d) AS d FROM ann a
+            {"JOIN studio_object fo ON fo.id = a.oid AND fo.payload @> %(filter)s::jsonb" if filtered else ""}
+            WHERE {not_copied.format(col="a.oid")}
+            GROUP BY a.oid
+        ),"""
+    # The page's originals are re-scored over ALL their parts (the index may have returned only some
+    # of a multi-part object's parts), so that every distance shown is exact: need lookups, not ef.
+    rescored = f"""
+            SELECT t.oid, t.personalized,
+                   CASE WHEN t.personalized THEN t.d
+                        ELSE (SELECT min(p.vector {op} %(q)s::vector) FROM studio_objectpart p
+                              WHERE p.object_id = t.oid)
+                   END AS d
+            FROM top t"""
+    return candidates, rescored
 
 
 def _run_ranking(*, sql: str, params: dict, ef_search: int | None) -> list[tuple]:
