@@ -19,8 +19,7 @@ from clickstream.validation import ItemError, SessionInvalid, echo, parse_event_
 from studio.core.errors import ApiError
 from studio.core.serializers import AUTH_ERRORS, ErrorSerializer, StrictSerializer, batch_items, query_flag
 
-TAGS = ["clickstream"]
-# Every operation here needs a key with the ingest scope: 401 without a valid key, 403 without the scope.
+TAGS = ["clickstream"]  # every operation here needs a key with the ingest scope (401 / 403: AUTH_ERRORS)
 
 
 def _not_found(session_id: str) -> ApiError:

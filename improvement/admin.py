@@ -15,7 +15,9 @@ def _enqueue_from_admin(request, model_admin) -> None:
     try:
         run = services.queue_run(trigger=RunTrigger.ADMIN)
     except services.BrokerUnavailable as exc:
-        model_admin.message_user(request, f"The run was not queued: {exc}", messages.ERROR)
+        model_admin.message_user(
+            request, f"The task broker is unavailable; the run was not queued ({exc.detail}).", messages.ERROR
+        )
         return
     url = reverse("admin:improvement_improvementrun_change", args=[run.pk])
     model_admin.message_user(

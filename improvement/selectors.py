@@ -80,7 +80,7 @@ def batch_inputs(*, session_pks: Sequence[int]) -> BatchInputs:
 # The one rule for "ready for improvement", in SQL over clickstream_session: pending, with a user
 # (a copy belongs to a user), received before %(before)s (the settle time; pass 'infinity' for
 # "any time"). The claimer's partial index session_pending_claim_idx covers exactly the first two
-# terms. Claims (improvement.services.claims), health, the dashboard and the evaluation use it.
+# terms. Claims (improvement.services.claims), the beat's idle check, health and the evaluation use it.
 READY_SESSION_SQL = "improvement_status = 'pending' AND user_id IS NOT NULL AND received_at < %(before)s"
 _COUNT_READY = f"SELECT count(*) FROM (SELECT 1 FROM clickstream_session WHERE {READY_SESSION_SQL} LIMIT %(limit)s) r"
 _ANY_READY = f"SELECT EXISTS (SELECT 1 FROM clickstream_session WHERE {READY_SESSION_SQL})"

@@ -13,8 +13,6 @@ from improvement.models import ImprovementRun, RunTrigger
 from studio.core.errors import ApiError
 from studio.core.serializers import AUTH_ERRORS, ErrorSerializer, StrictSerializer
 
-# Every operation here needs a key with the admin scope: 401 without a valid key, 403 without the scope.
-
 
 class RunOutputSerializer(serializers.ModelSerializer):
     """An improvement run as the API shows it (running totals stay internal)."""

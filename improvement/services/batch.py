@@ -23,7 +23,7 @@ from django.utils import timezone
 
 from improvement import selectors
 from improvement.learning import batch as learning
-from improvement.learning.params import AdjusterParams, AdjustResult
+from improvement.learning.params import AdjusterParams
 from improvement.learning.totals import RunTotals, drift_histogram
 from improvement.models import AttemptOutcome
 from improvement.services.claims import Claim, fence
@@ -33,11 +33,11 @@ from studio.catalogue import embedding, personalization
 AdjustFn = learning.AdjustFn
 
 
-def torch_adjust(**kwargs) -> AdjustResult:
-    """The torch adjuster (``improvement.learning.adjuster.adjust``), imported at its first call."""
+def torch_adjuster() -> AdjustFn:
+    """The torch adjuster (``improvement.learning.adjuster.adjust``), imported at the first call."""
     from improvement.learning import adjuster
 
-    return adjuster.adjust(**kwargs)
+    return adjuster.adjust
 
 
 @contextlib.contextmanager
@@ -99,8 +99,10 @@ def process_claim(
         _embed_queries(work)
     with clock("load"):
         _build_problem(work)
+    if adjust is None and work.problem.examples:
+        adjust = torch_adjuster()  # imported at the first batch with something to adjust, outside its timing
     with clock("adjust"):
-        _adjust(work, adjust or torch_adjust)
+        _adjust(work, adjust)
     with clock("metrics"):
         _decide(work)
     return _write(work, clock)
@@ -175,7 +177,7 @@ def _build_problem(work: _Batch) -> None:
 # --- adjust and decide --------------------------------------------------------------------------
 
 
-def _adjust(work: _Batch, adjust: AdjustFn) -> None:
+def _adjust(work: _Batch, adjust: AdjustFn | None) -> None:
     """Run the adjuster over the batch, isolating the sessions that make it fail."""
     problem = work.problem
     if not problem.examples:

@@ -74,6 +74,10 @@ class BrokerUnavailable(DomainError):
     code = "broker_unavailable"
     status_code = 503
 
+    def __init__(self, detail: str):
+        super().__init__("The task broker is unavailable; retry later.")
+        self.detail = detail  # the broker's own words: for the admin and the log, not for API clients
+
 
 def queue_run(*, trigger: str) -> ImprovementRun:
     """Create a run and hand it to a Celery worker now (call outside a transaction: the task is sent
@@ -89,7 +93,7 @@ def queue_run(*, trigger: str) -> ImprovementRun:
             raise
         # The run committed, but its task was never queued: no worker would ever start it.
         finish_run(run_id=run.pk, status=RunStatus.FAILED, error=f"could not be queued: {exc}")
-        raise BrokerUnavailable(f"The task broker is unavailable; retry later ({exc}).") from exc
+        raise BrokerUnavailable(str(exc)) from exc
     return run
 
 

@@ -176,7 +176,7 @@ def inspect_database(*, connection, dim: int | None = None, metric: str | None =
 
 def inspect_broker(*, url: str | None = None, timeout: float = 2.0) -> list[CheckMessage]:
     """A warning when the Celery broker does not accept a connection (the web still serves search and ingestion)."""
-    from studio.config.celery import app
+    from studio import celery_app as app  # the project's Celery app, as every app uses it
 
     url = url or settings.CELERY_BROKER_URL
     try:

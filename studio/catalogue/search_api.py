@@ -15,7 +15,6 @@ from studio.core.vectors import InvalidVector, validate_vector
 MAX_FILTER_VALUE_CHARS = 1024
 
 
-# Where register_session names a field the search request calls otherwise.
 @extend_schema_field(
     {
         "type": "array",

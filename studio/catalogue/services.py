@@ -21,7 +21,6 @@ from django.utils import timezone
 from studio.catalogue import embedding
 from studio.catalogue.models import Object, ObjectPart, PersonalizedObject, PersonalizedPart
 from studio.core import db
-from studio.core.validation import ItemError  # noqa: F401  (re-exported for load_objects)
 
 
 @dataclass

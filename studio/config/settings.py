@@ -9,7 +9,6 @@ servers are started by ``manage.py``, ``make run`` and the test session.
 from __future__ import annotations
 
 import os
-import warnings
 from pathlib import Path
 from urllib.parse import unquote
 
@@ -150,10 +149,9 @@ TIME_ZONE = "UTC"
 USE_I18N = True
 USE_TZ = True
 STATIC_URL = "static/"
-# collectstatic writes here. Until it has, WhiteNoise serves from the apps (WHITENOISE_USE_FINDERS)
-# and would warn on every start that the folder is missing: settings create no folder, so say so once.
+# collectstatic writes here (settings create no folder; make run's launcher creates the default one).
+# Until then WhiteNoise serves from the apps (WHITENOISE_USE_FINDERS) and warns that it is missing.
 STATIC_ROOT = Path(env.str("STATIC_ROOT", default=str(BASE_DIR / ".studio" / "static")))
-warnings.filterwarnings("ignore", message="No directory at: ")  # WhiteNoise, before collectstatic
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},

@@ -33,7 +33,10 @@ class DomainError(Exception):
         """The same error naming ``names[field]`` instead (a field that an endpoint calls otherwise)."""
         if self.field not in names:
             return self
-        return DomainError(self.message, field=names[self.field], code=self.code, status_code=self.status_code)
+        renamed = self.__class__.__new__(self.__class__)  # same type: callers' except clauses still match
+        renamed.__dict__.update(self.__dict__, field=names[self.field])
+        renamed.args = (f"{renamed.field}: {self.message}",)
+        return renamed
 
 
 class ApiError(exceptions.APIException):

@@ -65,9 +65,9 @@ class ErrorSerializer(serializers.Serializer):
 # The responses every authenticated operation documents (missing or bad key, missing scope).
 AUTH_ERRORS = {401: ErrorSerializer, 403: ErrorSerializer}
 
-_TRUTHY = frozenset({"1", "true", "yes", "on"})
+_TRUTHY = frozenset({"1", "true", "yes"})
 
 
 def query_flag(request, name: str) -> bool:
-    """A boolean query parameter: ``1``, ``true``, ``yes`` or ``on`` (any case) mean yes; anything else, no."""
-    return request.query_params.get(name, "").strip().lower() in _TRUTHY
+    """A boolean query parameter: ``1``, ``true`` or ``yes`` (any case) mean yes; anything else, no."""
+    return request.query_params.get(name, "").lower() in _TRUTHY

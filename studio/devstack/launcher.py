@@ -83,6 +83,9 @@ def main() -> int:
     signal.signal(signal.SIGTERM, _interrupt)
     env = _environment()
     _start_embedded(env)
+    if not env.get("STATIC_ROOT"):
+        (ROOT / ".studio" / "static").mkdir(parents=True, exist_ok=True)  # WhiteNoise warns when it is missing
+    holder = _hold_embedded_postgres(env)
     honcho = None
     try:
         _manage("migrate", "--noinput", env=env)
@@ -101,6 +104,8 @@ def main() -> int:
         return 0
     finally:
         _stop(honcho)
+        if holder is not None:
+            holder.close()
         embedded.stop_started()
         print("studio stopped.")
 
@@ -115,6 +120,18 @@ def _environment() -> dict[str, str]:
     # The Procfile's gunicorn and celery live beside this interpreter.
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     return env
+
+
+def _hold_embedded_postgres(env: dict[str, str]):
+    """A connection held for the stack's whole life, so that a ``manage.py`` command that started the
+    embedded servers before ``make run`` sees them in use and leaves them running when it exits."""
+    if os.environ.get("DATABASE_URL"):
+        return None  # not ours: an external server
+    import psycopg
+
+    return psycopg.connect(
+        host=embedded.postgres_socket_dir(), user="postgres", dbname="postgres", application_name="studio make run"
+    )
 
 
 def _start_embedded(env: dict[str, str]) -> None:

@@ -15,6 +15,7 @@ from tqdm import tqdm
 from studio.catalogue import services
 from studio.catalogue.models import ObjectPart
 from studio.catalogue.validation import parse_object_item
+from studio.core.validation import ItemError
 
 MAX_REPORTED_ERRORS = 20
 
@@ -95,7 +96,7 @@ def _rows(file: Path, batch_size: int, errors: list[str]) -> Iterator[tuple]:
             errors.append(f"line {number}: {raw}")
             continue
         parsed = parse_object_item(raw, number)
-        if isinstance(parsed, services.ItemError):
+        if isinstance(parsed, ItemError):
             errors.append(f"line {number} ({parsed.ids['object_id']}): {parsed.message}")
             continue
         pending.append(parsed)
