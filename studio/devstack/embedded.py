@@ -4,9 +4,9 @@ When ``DATABASE_URL`` / ``CELERY_BROKER_URL`` are unset, studio runs its own ser
 under ``STUDIO_DATA_DIR`` (default ``.studio``). Every process of the service shares
 them. Importing settings starts nothing: the settings only compute where the servers
 listen (``postgres_socket_dir``, ``redis_paths``). Three entry points start them
-(``start_servers``) and stop, on exit, only what they started (``stop_started``):
-``make run`` (``studio.devstack.launcher``), ``manage.py`` and the test session. A crashed
-process never takes the database down under its siblings.
+(``start_servers``) and stop, on exit, only what they started and nobody else uses
+(``stop_started``): ``make run`` (``studio.devstack.launcher``), ``manage.py`` and the test
+session. A crashed process never takes the database down under its siblings.
 """
 
 from __future__ import annotations
@@ -95,15 +95,18 @@ def ensure_postgres(database: str = "studio") -> EmbeddedPostgres:
         warnings.simplefilter("ignore")
         import pgserver  # imported lazily: production never needs it
 
+    import fcntl
+
     pgdata = data_dir() / "pg"
     pgdata.parent.mkdir(parents=True, exist_ok=True)
-    if not postgres_running():
-        STARTED.add("postgres")
-    server = pgserver.get_server(pgdata, cleanup_mode=None)
-    info = server.get_postmaster_info()
-    socket_dir = str(info.socket_dir)
-    if "postgres" in STARTED:
-        _tune(pgdata, socket_dir)
+    with open(pgdata.parent / ".pg.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # two starters at once: one starts it, the other finds it running
+        if not postgres_running():
+            STARTED.add("postgres")
+        server = pgserver.get_server(pgdata, cleanup_mode=None)
+        socket_dir = str(server.get_postmaster_info().socket_dir)
+        if "postgres" in STARTED:
+            _tune(pgdata, socket_dir)
     _ensure_database(socket_dir, database)
     return EmbeddedPostgres(pgdata=pgdata, socket_dir=socket_dir)
 
@@ -267,9 +270,43 @@ def postgres_url(socket_dir: str, database: str, user: str = "postgres") -> str:
 
 def stop_started() -> None:
     """Stop the servers that this process started (``manage.py``, the launcher and the test session
-    call it when they exit)."""
+    call it when they exit) — unless other processes joined them meanwhile (a ``make run`` started
+    after this ``manage.py shell``, say): servers with other clients are left running."""
+    if STARTED and _other_postgres_clients() > 0:
+        STARTED.clear()
+        return
     if "redis" in STARTED:
         stop_redis()
     if "postgres" in STARTED:
         stop_postgres()
     STARTED.clear()
+
+
+_OTHER_CLIENTS = (
+    "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()"
+)
+
+
+def _other_postgres_clients() -> int:
+    """Client connections to the embedded PostgreSQL besides this process's (every studio process holds
+    one while it runs; the launcher holds one for its whole life). 0 when it is not running."""
+    if not postgres_running():
+        return 0
+    _close_django_connections()
+    import psycopg
+
+    try:
+        with psycopg.connect(host=postgres_socket_dir(), user="postgres", dbname="postgres", autocommit=True) as conn:
+            return int(conn.execute(_OTHER_CLIENTS).fetchone()[0])
+    except psycopg.OperationalError:
+        return 0
+
+
+def _close_django_connections() -> None:
+    """This process's own Django connections are not "other clients"."""
+    from django.conf import settings
+
+    if settings.configured:  # else Django never connected in this process
+        from django.db import connections
+
+        connections.close_all()
