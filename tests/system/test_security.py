@@ -150,21 +150,24 @@ REVIEWED_DYNAMIC_SQL = {
 }
 
 
-def _composed_of_constants(value: ast.expr) -> bool:
-    """A module-level f-string whose every interpolation is an UPPER_CASE name: a statement fixed
-    when the module is imported (e.g. the shared ready-session condition), never per call."""
+def _composed_of_constants(value: ast.expr | None, constants: set[str]) -> bool:
+    """A module-level f-string whose every interpolation is a string constant of the module or an
+    imported UPPER_CASE constant: a statement fixed when the module is imported, never per call."""
     return isinstance(value, ast.JoinedStr) and all(
         isinstance(part, ast.Constant)
-        or (isinstance(part, ast.FormattedValue) and isinstance(part.value, ast.Name) and part.value.id.isupper())
+        or (isinstance(part, ast.FormattedValue) and isinstance(part.value, ast.Name) and part.value.id in constants)
         for part in value.values
     )
 
 
 def _module_string_constants(tree: ast.Module) -> set[str]:
     names = set()
-    for node in tree.body:
+    for node in tree.body:  # in order: a constant may be built from the ones above it
+        if isinstance(node, ast.ImportFrom):
+            names.update(alias.asname or alias.name for alias in node.names if alias.name.isupper())
+            continue
         value = node.value if isinstance(node, ast.Assign) else None
-        if (isinstance(value, ast.Constant) and isinstance(value.value, str)) or _composed_of_constants(value):
+        if (isinstance(value, ast.Constant) and isinstance(value.value, str)) or _composed_of_constants(value, names):
             names.update(target.id for target in node.targets if isinstance(target, ast.Name))
     return names
 
@@ -222,15 +225,19 @@ def test_the_sql_audit_accepts_only_constants_composed_at_import(tmp_path, monke
     (package / "mixed.py").write_text(
         'READY = "x = 1"\n'
         'FIXED = f"SELECT 1 WHERE {READY}"\n'
-        'table = "t"\n'
+        "import os\n"
+        'table = os.environ["T"]\n'
         'LOOSE = f"SELECT 1 FROM {table}"\n'
+        'USER = os.environ["USER"]\n'
+        'PEEK = f"SELECT 1 WHERE u = {USER}"\n'
+        "def peek(cursor):\n    cursor.execute(PEEK)\n"
         "def fixed(cursor):\n    cursor.execute(FIXED)\n"
         "def loose(cursor):\n    cursor.execute(LOOSE)\n"
     )
     monkeypatch.setattr(sys.modules[__name__], "ROOT", tmp_path)
     (tmp_path / "clickstream").mkdir()
     (tmp_path / "improvement").mkdir()
-    assert dynamic_sql_call_sites() == {("studio/mixed.py", "loose")}
+    assert dynamic_sql_call_sites() == {("studio/mixed.py", "loose"), ("studio/mixed.py", "peek")}
 
 
 # --- forgetting a user --------------------------------------------------------------------------

@@ -49,3 +49,8 @@ def test_parts_copy_stream_round_trips_through_postgres(db):
 
 def test_estimated_row_count_is_never_negative(db):
     assert core_db.estimated_row_count(table="no_such_table") == 0
+    with connection.cursor() as cursor:
+        cursor.execute("CREATE TEMP TABLE never_analyzed (x int)")
+        cursor.execute("SELECT reltuples FROM pg_class WHERE oid = 'never_analyzed'::regclass")
+        assert cursor.fetchone()[0] == -1  # PostgreSQL 14+: "never vacuumed or analyzed"
+    assert core_db.estimated_row_count(table="never_analyzed") == 0

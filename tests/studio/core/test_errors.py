@@ -53,3 +53,34 @@ def test_exception_handler_covers_every_drf_exception_and_django_errors():
     assert invalid.data["error"]["fields"] == {"limit": ["Too big."]}
     assert invalid.data["error"]["message"] == "limit: Too big."
     assert api_exception_handler(ValueError("not ours"), {}) is None  # left to the middleware: JSON 500
+
+
+def test_domain_errors_carry_their_code_status_and_field_to_http():
+    from clickstream.services import SessionConflict
+    from clickstream.validation import SessionInvalid
+    from improvement.services import BrokerUnavailable
+    from studio.catalogue.search import EmbedderDisabled
+    from studio.core.errors import api_exception_handler
+
+    cases = [
+        (SessionInvalid("user_id", "a non-empty string is required"), 400, "invalid", "user_id"),
+        (SessionConflict("s1"), 409, "session_conflict", "session_id"),
+        (EmbedderDisabled(), 400, "embedder_disabled", "query"),
+        (BrokerUnavailable("connection refused on redis://10.0.0.7"), 503, "broker_unavailable", None),
+    ]
+    for exc, status, code, field in cases:
+        response = api_exception_handler(exc, {})
+        error = response.data["error"]
+        assert (response.status_code, error["code"]) == (status, code), exc
+        assert error["fields"] == ({field: [exc.message]} if field else {})
+        assert error["message"] == (f"{field}: {exc.message}" if field else exc.message)
+    broker_message = api_exception_handler(cases[3][0], {}).data["error"]["message"]
+    assert "10.0.0.7" not in broker_message  # the broker's own words stay inside (admin, log)
+
+
+def test_a_renamed_domain_error_keeps_its_type():
+    from clickstream.validation import SessionInvalid
+
+    renamed = SessionInvalid("search_query", "too long", "too_long").renamed({"search_query": "query"})
+    assert isinstance(renamed, SessionInvalid)
+    assert (renamed.field, renamed.code, str(renamed)) == ("query", "too_long", "query: too long")

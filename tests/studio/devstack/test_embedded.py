@@ -50,12 +50,13 @@ def test_importing_settings_starts_nothing_and_creates_no_folder(tmp_path):
     code = (
         "import django; django.setup(); from django.conf import settings; print(settings.DATABASES['default']['HOST'])"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", code], cwd=ROOT, env=_embedded_env(data_dir), capture_output=True, text=True, timeout=60
-    )
+    static_root = tmp_path / "static"  # settings used to create it on import
+    env = {**_embedded_env(data_dir), "STATIC_ROOT": str(static_root)}
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip().endswith(str(data_dir / "pg"))  # where the server will listen
     assert not data_dir.exists()
+    assert not static_root.exists()
     assert _processes_using(data_dir) == []
 
 
