@@ -60,7 +60,7 @@ def json_problem(value: object, *, max_bytes: int) -> tuple[str, str] | None:
     except (TypeError, ValueError, RecursionError):  # NaN/Infinity, non-JSON values, nesting too deep
         return "invalid", "must be plain JSON (no NaN, Infinity or invalid Unicode)"
     problem = text_problem(text)  # lone surrogates survive encoding with ensure_ascii=False
-    if problem is None and _JSON_NUL.search(text):
+    if problem is None and "\\u0000" in text and _JSON_NUL.search(text):  # the substring test is the fast path
         problem = "must not contain NUL (\\u0000) characters"
     if problem is not None:
         return "invalid", f"strings {problem}"
