@@ -202,8 +202,8 @@ def _decide(work: _Batch) -> None:
     # Written: what the used sessions moved. Failed sessions were left out of the vectors returned
     # (isolated or retrained without them); an object only they touched keeps its stored vector.
     taught = {i for n, e in enumerate(work.problem.examples) if work.used[n] for i in (*e.clicked, *e.negatives)}
-    changed = work.result.changed
-    work.written = [i for i, v in enumerate(vectors) if v is not None and changed[i] and i in taught - diverged]
+    changed, keep = work.result.changed, taught - diverged  # the set once, not once per vector
+    work.written = [i for i, v in enumerate(vectors) if v is not None and changed[i] and i in keep]
     work.after = list(work.problem.start)
     for i in work.written:
         work.after[work.problem.adjusted_keys[i]] = np.asarray(vectors[i], dtype=np.float32)
