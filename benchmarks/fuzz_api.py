@@ -186,6 +186,7 @@ def main() -> None:
         **os.environ,
         "DJANGO_SETTINGS_MODULE": "studio.config.settings",
         "DATABASE_URL": database_url,
+        "STUDIO_DATA_DIR": str(DATA_DIR),  # these are the embedded servers of DATA_DIR (development key allowed)
         "CELERY_BROKER_URL": broker,
         "CACHE_URL": cache,
         "STUDIO_EMBEDDER": os.environ.get("STUDIO_EMBEDDER", "none"),  # text queries: 400, fast

@@ -229,6 +229,7 @@ def main() -> None:
         **os.environ,
         "DJANGO_SETTINGS_MODULE": "studio.config.settings",
         "DATABASE_URL": database_url,
+        "STUDIO_DATA_DIR": str(DATA_DIR),  # these are the embedded servers of DATA_DIR (development key allowed)
         "CELERY_BROKER_URL": broker,
         "CACHE_URL": cache,
         "STUDIO_EMBEDDER": "none",  # vector queries only: the load is the service, not the model

@@ -307,9 +307,10 @@ FROM matched LEFT JOIN ins ON ins.session_id = matched.session_pk AND ins.event_
 def record_events(*, events: Sequence[EventInput], now: datetime | None = None) -> EventsOutcome:
     """Store validated events in one statement; each is accepted, a duplicate, or rejected.
 
-    An event whose ``(session, event_id)`` exists (or repeats an earlier item of this call) is a
-    duplicate and changes nothing. Refused per item: an unknown session (``unknown_session``) and an
-    ``object_id`` the session did not show (``object_not_shown``).
+    An event whose ``(session, event_id)`` exists with the same object and type (or repeats an
+    earlier item of this call) is a duplicate and changes nothing. Refused per item: an unknown
+    session (``unknown_session``), an ``object_id`` the session did not show (``object_not_shown``),
+    and an ``event_id`` already used in the session for another object or type (``event_id_conflict``).
     """
     result = EventsOutcome()
     if not events:
@@ -322,6 +323,7 @@ def record_events(*, events: Sequence[EventInput], now: datetime | None = None) 
         rows = cursor.fetchall()
     by_index = {event.index: event for event in firsts}
     refused: dict[int, ItemError] = {}
+    duplicates = []
     for index, session_known, shown, inserted in rows:
         problem = None if inserted else _event_problem(by_index[index], session_known=session_known, shown=shown)
         if problem is not None:
@@ -329,15 +331,50 @@ def record_events(*, events: Sequence[EventInput], now: datetime | None = None) 
         elif inserted:
             result.accepted += 1
         else:
-            result.duplicates += 1
+            duplicates.append(by_index[index])
+    refused.update(_conflicting(duplicates))
+    result.duplicates += len(duplicates) - sum(1 for event in duplicates if event.index in refused)
     for event, first in repeats:
-        if first.index in refused:
-            message = f"repeats item {first.index}, which was refused"
-            result.rejected.append(_event_error(event, refused[first.index].code, message))
-        else:
+        problem = _repeat_problem(event, first, refused)
+        if problem is None:
             result.duplicates += 1
+        else:
+            result.rejected.append(problem)
     result.rejected = sorted([*result.rejected, *refused.values()], key=lambda error: error.index)
     return result
+
+
+_STORED_EVENTS = """
+SELECT s.session_id, e.event_id, e.object_id, e.event_type
+FROM unnest(%s::text[], %s::text[]) AS k(session_id, event_id)
+JOIN clickstream_session s ON s.session_id = k.session_id
+JOIN clickstream_event e ON e.session_id = s.id AND e.event_id = k.event_id
+"""
+
+
+def _conflicting(duplicates: list[EventInput]) -> dict[int, ItemError]:
+    """The duplicates whose stored event has another object or type (one query, only when there are any)."""
+    if not duplicates:
+        return {}
+    with connection.cursor() as cursor:
+        cursor.execute(_STORED_EVENTS, [[e.session_id for e in duplicates], [e.event_id for e in duplicates]])
+        stored = {(sid, eid): (oid, kind) for sid, eid, oid, kind in cursor.fetchall()}
+    message = "event_id: already recorded in this session for another object or event type"
+    return {
+        e.index: _event_error(e, "event_id_conflict", message)
+        for e in duplicates
+        if stored.get((e.session_id, e.event_id), (e.object_id, e.event_type)) != (e.object_id, e.event_type)
+    }
+
+
+def _repeat_problem(event: EventInput, first: EventInput, refused: dict[int, ItemError]) -> ItemError | None:
+    """Why a repeat of an earlier item of the call is refused; None for a plain duplicate."""
+    if first.index in refused:
+        return _event_error(event, refused[first.index].code, f"repeats item {first.index}, which was refused")
+    if (event.object_id, event.event_type) != (first.object_id, first.event_type):
+        message = f"event_id: repeats item {first.index} with another object or event type"
+        return _event_error(event, "event_id_conflict", message)
+    return None
 
 
 def _split_repeats(events: Sequence[EventInput]) -> tuple[list[EventInput], list[tuple[EventInput, EventInput]]]:

@@ -16,10 +16,9 @@ from datetime import UTC, datetime, timedelta
 from django.conf import settings
 
 from studio.core.errors import DomainError
-from studio.core.validation import ItemError, echo, json_problem, text_problem
-from studio.core.vectors import InvalidVector, validate_vector
+from studio.core.validation import MAX_ID_CHARS, ItemError, echo, id_problem, json_problem, text_problem
+from studio.core.vectors import InvalidVector, rank_problem, validate_vector
 
-MAX_ID_CHARS = 256
 MAX_EVENT_TYPE_CHARS = 64
 RESERVED_SESSION_IDS = frozenset({"batch"})  # would shadow ``/clickstream/sessions/batch``
 
@@ -146,18 +145,19 @@ def _plain_identifier(value: object) -> bool:
         and 0 < len(value) <= MAX_ID_CHARS
         and value.isascii()
         and "\x00" not in value
-        and not value.isspace()
+        and not value[0].isspace()
+        and not value[-1].isspace()
     )
 
 
 def _identifier(value: object, field_name: str, *, required: bool = True) -> str | None:
     if value is None and not required:
         return None
-    if not isinstance(value, str) or not value.strip():
-        raise SessionInvalid(field_name, "a non-empty string is required")
-    if len(value) > MAX_ID_CHARS:
-        raise SessionInvalid(field_name, f"at most {MAX_ID_CHARS} characters", "too_long")
-    return _check_text(value, field_name)
+    problem = id_problem(value)
+    if problem:
+        code, message = problem
+        raise SessionInvalid(field_name, message, code)
+    return value
 
 
 def _json_object(value: object, field_name: str) -> dict:
@@ -219,6 +219,9 @@ def validate_session(
     user_id = _identifier(user_id, "user_id", required=False)
     search_query = _text(search_query, "search_query", max_chars=settings.STUDIO_MAX_TEXT_CHARS, default="")
     vector = None if query_vector is None else _query_vector(query_vector)
+    if vector is None and not search_query.strip():
+        # Nothing to learn from: no query to embed and no vector (DESIGN's search_query is required).
+        raise SessionInvalid("search_query", "required (the query text), unless query_vector is given", "missing_query")
     meta = _json_object(search_meta, "search_meta")
     shown = _validate_results(results)
     moment = None if created_at is None else parse_timestamp(created_at, field_name="created_at", now=now)
@@ -264,11 +267,15 @@ def _text(value: object, field_name: str, *, max_chars: int, default: str) -> st
 
 def _query_vector(value: object) -> list[float]:
     try:
-        return validate_vector(value)
+        vector = validate_vector(value)
     except InvalidVector as exc:
         raise SessionInvalid("query_vector", str(exc), "invalid_vector") from None
     except OverflowError:  # an integer beyond float range
         raise SessionInvalid("query_vector", "must contain only finite numbers", "invalid_vector") from None
+    problem = rank_problem(vector, metric=settings.STUDIO_METRIC)
+    if problem:  # a session that could never teach (search refuses the same vector)
+        raise SessionInvalid("query_vector", f"the vector {problem[1]}", problem[0])
+    return vector
 
 
 def _finite_number(value: object, field_name: str) -> float:

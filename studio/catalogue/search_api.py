@@ -10,9 +10,17 @@ from rest_framework.views import APIView
 
 from studio.catalogue import search
 from studio.core.serializers import AUTH_ERRORS, ErrorSerializer, StrictSerializer
-from studio.core.vectors import InvalidVector, validate_vector
+from studio.core.validation import id_problem
+from studio.core.vectors import InvalidVector, rank_problem, validate_vector
 
 MAX_FILTER_VALUE_CHARS = 1024
+
+
+def _verbatim_id(value: str | None) -> str | None:
+    problem = None if value is None else id_problem(value)
+    if problem:
+        raise serializers.ValidationError(problem[1][0].upper() + problem[1][1:] + ".")
+    return value
 
 
 @extend_schema_field(
@@ -56,14 +64,17 @@ class SearchApi(APIView):
             required=False, allow_null=True, help_text="A vector of STUDIO_EMBEDDING_DIM numbers."
         )
         user_id = serializers.CharField(
-            required=False, allow_null=True, max_length=256, help_text="Personalize for this user (their copies)."
+            required=False,
+            allow_null=True,
+            trim_whitespace=False,  # ids are taken verbatim everywhere (studio.core.validation.id_problem)
+            help_text="Personalize for this user (their copies).",
         )
         limit = serializers.IntegerField(required=False, default=10, min_value=1, max_value=search.MAX_LIMIT)
         offset = serializers.IntegerField(required=False, default=0, min_value=0, max_value=search.MAX_OFFSET)
         filter = serializers.JSONField(
             required=False, allow_null=True, help_text="Equality on top-level payload keys: {key: scalar, …}."
         )
-        session_id = serializers.CharField(required=False, allow_null=True, max_length=256)
+        session_id = serializers.CharField(required=False, allow_null=True, trim_whitespace=False)
         track = serializers.BooleanField(required=False, default=True)
 
         def validate_query_vector(self, value):
@@ -73,10 +84,16 @@ class SearchApi(APIView):
                 vector = validate_vector(value)
             except InvalidVector as exc:
                 raise serializers.ValidationError(str(exc)) from None
-            if settings.STUDIO_METRIC == "cosine" and not any(vector):
-                # Cosine distance to a zero vector is NaN: every result would be unrankable.
-                raise serializers.ValidationError("A zero vector has no direction (STUDIO_METRIC is cosine).")
+            problem = rank_problem(vector, metric=settings.STUDIO_METRIC)
+            if problem:  # checked in float32, as pgvector ranks: a NaN distance would rank first
+                raise serializers.ValidationError(f"The vector {problem[1]}.")
             return vector
+
+        def validate_user_id(self, value):
+            return _verbatim_id(value)
+
+        def validate_session_id(self, value):
+            return _verbatim_id(value)
 
         def validate_filter(self, value):
             if value is None:

@@ -14,11 +14,10 @@ import numpy as np
 from django.conf import settings
 
 from studio.catalogue import embedding, services
-from studio.core.validation import ItemError, json_problem, text_problem
-from studio.core.vectors import InvalidVector, validate_vector_array
+from studio.core.validation import ItemError, id_problem, json_problem, text_problem
+from studio.core.vectors import InvalidVector, rank_problem, validate_vector_array
 
 OBJECT_FIELDS = frozenset({"object_id", "payload", "text", "vector", "vectors", "average"})
-MAX_OBJECT_ID_CHARS = 256
 
 
 class _Refused(Exception):
@@ -67,13 +66,9 @@ def _parse_object(raw: object) -> services.ObjectInput:
 
 
 def _object_id(object_id: object) -> str:
-    if not isinstance(object_id, str) or not object_id.strip():
-        raise _Refused("invalid_object_id", "object_id: a non-empty string is required")
-    if len(object_id) > MAX_OBJECT_ID_CHARS:
-        raise _Refused("invalid_object_id", f"object_id: at most {MAX_OBJECT_ID_CHARS} characters")
-    problem = text_problem(object_id)
+    problem = id_problem(object_id)
     if problem:
-        raise _Refused("invalid_object_id", f"object_id: {problem}")
+        raise _Refused("invalid_object_id", f"object_id: {problem[1]}")
     return object_id
 
 
@@ -122,12 +117,20 @@ def _vectors(raw: dict, given: list[str], *, average: bool) -> list[np.ndarray] 
             vectors.append(validate_vector_array(raw_vector))
         except InvalidVector as exc:
             raise _Refused("invalid_vector", f"{name}: {exc}") from None
-    if settings.STUDIO_METRIC == "cosine":
-        # A zero vector has no direction: its cosine distance is NaN and would break every ranking.
-        for (name, _), vector in zip(named, vectors, strict=True):
-            if not np.any(vector):
-                raise _Refused("zero_vector", f"{name}: a zero vector has no direction (STUDIO_METRIC is cosine)")
+    # What pgvector could not rank (zero or overflowing in float32) would break every ranking it enters.
+    for (name, _), vector in zip(named, vectors, strict=True):
+        _check_rankable(vector, name)
+    if average and len(vectors) > 1:
+        _check_rankable(np.mean(np.asarray(vectors, dtype=np.float64), axis=0), "average")
     return vectors
+
+
+def _check_rankable(vector: np.ndarray, name: str) -> None:
+    problem = rank_problem(vector, metric=settings.STUDIO_METRIC)
+    if problem:
+        code, message = problem
+        subject = "the mean of the parts" if name == "average" else "the vector"
+        raise _Refused(code, f"{name}: {subject} {message}")
 
 
 def _check_embeddable(text: str | None) -> None:

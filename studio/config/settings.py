@@ -13,6 +13,7 @@ from pathlib import Path
 from urllib.parse import unquote
 
 import environ
+from django.core.exceptions import ImproperlyConfigured
 
 from studio.devstack import embedded
 
@@ -27,7 +28,7 @@ env = environ.Env()
 # --- core -------------------------------------------------------------------------
 DEBUG = env.bool("DEBUG", default=False)
 _DEV_SECRET = "django-insecure-studio-development-only-key-change-me-in-production-0123456789"
-SECRET_KEY = env.str("SECRET_KEY", default=_DEV_SECRET)
+SECRET_KEY = env.str("SECRET_KEY", default="")  # checked below, once the database is known
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "testserver"])
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 
@@ -107,6 +108,18 @@ _db["CONN_MAX_AGE"] = env.int("DATABASE_CONN_MAX_AGE", default=60)
 _db["CONN_HEALTH_CHECKS"] = True
 _db["OPTIONS"] = {"connect_timeout": env.int("DATABASE_CONNECT_TIMEOUT", default=5)}
 DATABASES = {"default": _db}
+
+# A missing SECRET_KEY is a development convenience only: with DEBUG off on servers other than this
+# checkout's embedded ones, signing with a published key would be a hole, so refuse to start.
+_EMBEDDED_DATABASE = EMBEDDED_POSTGRES or _db["HOST"] == embedded.postgres_socket_dir()
+if not SECRET_KEY:
+    if not DEBUG and not _EMBEDDED_DATABASE:
+        raise ImproperlyConfigured(
+            "SECRET_KEY is not set. With DEBUG=false and an external database, studio refuses to start on the "
+            "development key: set SECRET_KEY to a long random value (python -c 'import secrets; "
+            "print(secrets.token_urlsafe(64))')."
+        )
+    SECRET_KEY = _DEV_SECRET
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- broker and cache ---------------------------------------------------------------

@@ -24,7 +24,7 @@ from django.conf import settings
 from django.contrib import admin
 from django.db import connection
 from django.db.models import Count, OuterRef, Subquery
-from django.http import HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils import timezone
@@ -32,6 +32,7 @@ from django.utils import timezone
 from clickstream.models import Event, ImprovementStatus, Session, ShownResult
 from studio.catalogue.models import PersonalizedObject
 from studio.core import db
+from studio.core.validation import id_problem
 
 RUNS_SHOWN = 100
 USER_SESSIONS_SHOWN = 200
@@ -376,7 +377,10 @@ def dashboard(request: HttpRequest) -> HttpResponse:
 
 
 def user_detail(request: HttpRequest, user_id: str) -> HttpResponse:
-    """``/admin/users/<user_id>/``: one user's sessions and personalized objects with their drift."""
+    """``/admin/users/<user_id>/``: one user's sessions and personalized objects with their drift.
+    An id no endpoint accepts (NUL, a lone surrogate, surrounding spaces) has no user: 404."""
+    if id_problem(user_id):
+        raise Http404("No such user id.")
     objects = user_personalized_objects(user_id=user_id)
     context = {
         **admin.site.each_context(request),

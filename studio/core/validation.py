@@ -52,6 +52,26 @@ def text_problem(value: str) -> str | None:
     return None
 
 
+MAX_ID_CHARS = 256
+
+
+def id_problem(value: object) -> tuple[str, str] | None:
+    """``(code, message)`` saying why ``value`` is not an id (object, session, user, event), or None.
+
+    One rule for ids everywhere: a non-empty string of at most ``MAX_ID_CHARS`` characters that
+    PostgreSQL can store, taken verbatim — surrounding whitespace is refused, never trimmed, so the
+    id a client sends is the id every endpoint and every join sees.
+    """
+    if not isinstance(value, str) or not value.strip():
+        return "invalid", "a non-empty string is required"
+    if len(value) > MAX_ID_CHARS:
+        return "too_long", f"at most {MAX_ID_CHARS} characters"
+    if value != value.strip():
+        return "invalid", "must not start or end with whitespace (ids are taken verbatim)"
+    problem = text_problem(value)
+    return ("invalid", problem) if problem else None
+
+
 def json_problem(value: object, *, max_bytes: int) -> tuple[str, str] | None:
     """Why ``value`` cannot be stored as ``jsonb``: ``("invalid" | "too_large", message)``, or None.
     The size is that of compact UTF-8 JSON."""

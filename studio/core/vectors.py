@@ -61,6 +61,24 @@ def validate_vector(value: object, *, dim: int | None = None) -> list[float]:
     return _checked(value, dim).tolist()
 
 
+def rank_problem(vector, *, metric: str) -> tuple[str, str] | None:
+    """``(code, message)`` when pgvector could not rank ``vector`` under ``metric``, else None.
+
+    pgvector stores and computes in 32-bit floats, so the test is made there, not in float64: a
+    squared length that overflows makes every distance infinite or NaN (any metric), and under cosine
+    a vector whose squared length is 0 in float32 — zero, or so small that every square underflows —
+    has no direction (its cosine distance is NaN, which ranks first).
+    """
+    single = np.asarray(vector, dtype=np.float32)
+    with np.errstate(over="ignore", under="ignore"):
+        squared = float(np.square(single).sum(dtype=np.float32))
+    if not np.isfinite(squared):
+        return "invalid_vector", "too large to rank: its squared length overflows 32-bit floats"
+    if metric == "cosine" and squared == 0.0:
+        return "zero_vector", "has no direction in 32-bit floats (zero, or too small; STUDIO_METRIC is cosine)"
+    return None
+
+
 def short_vector(vector, shown: int = 6) -> str:
     """The first few coordinates of a vector, for display (admin lists and pages)."""
     if vector is None:

@@ -334,12 +334,56 @@ def test_session_events_accepted_duplicates_rejected(ingest):
     assert Event.objects.count() == 3
 
 
-def test_an_event_id_seen_before_with_other_content_is_a_duplicate(ingest):
+def test_an_event_id_reused_for_another_object_or_type_is_a_conflict_per_item(ingest):
     post_session(ingest)
-    ingest.post(f"{SESSIONS}/s1/events", {"events": [{"event_id": "e1", "object_id": "a"}]}, format="json")
-    body = ingest.post(f"{SESSIONS}/s1/events", {"events": [{"event_id": "e1", "object_id": "b"}]}, format="json")
-    assert body.json() == {"accepted": 0, "duplicates": 1, "rejected": []}
-    assert list(Event.objects.values_list("object_id", flat=True)) == ["a"]
+    url = f"{SESSIONS}/s1/events"
+    ingest.post(url, {"events": [{"event_id": "e1", "object_id": "a"}]}, format="json")
+    events = [
+        {"event_id": "e1", "object_id": "b"},  # stored e1 is a click on a
+        {"event_id": "e1", "object_id": "a", "event_type": "add_to_cart"},  # another type
+        {"event_id": "e1", "object_id": "a", "meta": {"retry": 1}},  # same object and type: a replay
+        {"event_id": "e2", "object_id": "a"},
+        {"event_id": "e2", "object_id": "c"},  # repeats item 3 with another object
+    ]
+    body = ingest.post(url, {"events": events}, format="json").json()
+    assert (body["accepted"], body["duplicates"]) == (1, 0)
+    assert [(r["index"], r["event_id"], r["code"]) for r in body["rejected"]] == [
+        (0, "e1", "event_id_conflict"),
+        (1, "e1", "event_id_conflict"),
+        (2, "e1", "event_id_conflict"),  # repeats item 0, which was refused
+        (4, "e2", "event_id_conflict"),
+    ]
+    assert sorted(Event.objects.values_list("event_id", "object_id")) == [("e1", "a"), ("e2", "a")]
+    replay = ingest.post(url, {"events": [{"event_id": "e1", "object_id": "a"}]}, format="json").json()
+    assert replay == {"accepted": 0, "duplicates": 1, "rejected": []}
+
+
+def test_sessions_that_could_never_teach_are_refused_at_the_door(ingest, settings):
+    settings.STUDIO_METRIC = "cosine"
+    cases = [
+        ({"query_vector": [0.0] * 384}, "query_vector", "zero_vector"),
+        ({"query_vector": [1e-40] * 384}, "query_vector", "zero_vector"),  # zero once stored as float4
+        ({"query_vector": [1e20] * 384}, "query_vector", "invalid_vector"),  # its squared length overflows
+        ({"search_query": "", "query_vector": None}, "search_query", "missing_query"),
+        ({"search_query": "   "}, "search_query", "missing_query"),
+    ]
+    for overrides, field, code in cases:
+        response = post_session(ingest, **overrides)
+        assert response.status_code == 400, (overrides, response.content)
+        error = response.json()["error"]
+        assert (list(error["fields"]), error["code"]) == ([field], code), overrides
+    assert table_counts() == (0, 0, 0)
+    assert post_session(ingest, search_query="", query_vector=unit_vector(1.0)).status_code == 201
+
+
+@pytest.mark.parametrize("field", ["session_id", "user_id"])
+def test_ids_with_surrounding_whitespace_are_refused_not_trimmed(ingest, field):
+    response = post_session(ingest, **{field: " u1 "})
+    assert response.status_code == 400
+    assert list(response.json()["error"]["fields"]) == [field]
+    events = ingest.post(EVENTS, {"events": [{"session_id": "s1 ", "event_id": "e1", "object_id": "a"}]}, format="json")
+    assert [r["code"] for r in events.json()["rejected"]] == ["invalid"]
+    assert table_counts() == (0, 0, 0)
 
 
 def test_session_events_unknown_session_404_and_envelope_limits(ingest, settings):

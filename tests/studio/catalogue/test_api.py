@@ -330,6 +330,12 @@ BAD_ITEMS = [
     ({"object_id": "a", "payload": {"k": "__HUGE__"}, "vector": [0.1] * 384}, "invalid_payload", "Infinity"),
     ({"object_id": "a", "payload": {"k": "\udc00"}, "vector": [0.1] * 384}, "invalid_payload", "surrogate"),
     ({"object_id": "a", "colour": "red", "vector": [0.1] * 384}, "unknown_field", "colour"),
+    # What pgvector cannot rank in float4 (STUDIO_METRIC cosine in the suite): zero after the cast, a zero
+    # average of the parts, a squared length that overflows.
+    ({"object_id": "a", "vector": [1e-40] * 384}, "zero_vector", "32-bit"),
+    ({"object_id": "a", "vectors": [[0.1] * 384, [-0.1] * 384], "average": True}, "zero_vector", "average"),
+    ({"object_id": "a", "vector": [1e20] * 384}, "invalid_vector", "overflows"),
+    ({"object_id": " a", "vector": [0.1] * 384}, "invalid_object_id", "whitespace"),
     ("not an object", "invalid", "object"),
     ([1, 2], "invalid", "object"),
     (None, "invalid", "object"),

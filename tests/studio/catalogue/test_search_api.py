@@ -185,6 +185,14 @@ def test_text_query_without_embedder_names_the_field(client, catalogue, settings
         ({"query_vector": unit_vector(1.0), "user_id": "u" * 257}, "user_id"),
         ({"query_vector": unit_vector(1.0), "surprise": 1}, "surprise"),
         ({"query": ""}, "query"),
+        # Vectors pgvector cannot rank in float4: zero after the cast (cosine), or overflowing squared length.
+        ({"query_vector": [1e-300] * 384}, "query_vector"),
+        ({"query_vector": [1e-46] * 384, "track": False}, "query_vector"),
+        ({"query_vector": [1e-40] * 384}, "query_vector"),
+        ({"query_vector": [1e20] * 384}, "query_vector"),
+        # Ids are taken verbatim everywhere: surrounding whitespace is refused, not trimmed.
+        ({"query_vector": unit_vector(1.0), "user_id": " u1"}, "user_id"),
+        ({"query_vector": unit_vector(1.0), "session_id": "s1 "}, "session_id"),
     ],
 )
 def test_bad_input_is_400_naming_the_field_and_registers_nothing(client, catalogue, body, field):

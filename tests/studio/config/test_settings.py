@@ -27,3 +27,29 @@ def test_every_setting_is_in_readme():
     readme = (ROOT / "README.md").read_text()
     missing = sorted(name for name in _variables_read() if f"`{name}`" not in readme)
     assert missing == []
+
+
+def _import_settings(**env: str):
+    import os
+    import subprocess
+    import sys
+
+    base = {k: v for k, v in os.environ.items() if k not in ("SECRET_KEY", "DEBUG", "DATABASE_URL")}
+    return subprocess.run(
+        [sys.executable, "-c", "import django; django.setup()"],
+        cwd=ROOT,
+        env={**base, "DJANGO_SETTINGS_MODULE": "studio.config.settings", **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_an_external_database_without_secret_key_refuses_to_start_unless_debug():
+    external = {"DATABASE_URL": "postgres://studio@db.example.invalid/studio", "DEBUG": "false"}
+    refused = _import_settings(**external)
+    assert refused.returncode != 0
+    assert "SECRET_KEY is not set" in refused.stderr
+    assert _import_settings(**external, SECRET_KEY="a-real-secret-" * 4).returncode == 0
+    assert _import_settings(**{**external, "DEBUG": "true"}).returncode == 0  # development on a remote database
+    assert _import_settings(DEBUG="false").returncode == 0  # the embedded servers: the development key is fine

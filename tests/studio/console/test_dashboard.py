@@ -249,3 +249,9 @@ def test_user_page_of_unknown_user_is_empty_not_an_error(admin_client):
     assert response.status_code == 200
     body = response.content.decode()
     assert 'id="no-personalized"' in body and 'id="no-sessions"' in body
+
+
+@pytest.mark.parametrize("raw", ["%00", "a%00b", "%20u1"])
+def test_user_page_of_an_id_no_endpoint_accepts_is_404_not_500(admin_client, raw):
+    response = admin_client.get(f"/admin/users/{raw}/")
+    assert response.status_code == 404

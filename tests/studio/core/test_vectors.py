@@ -21,3 +21,16 @@ def test_validate_vector_rules():
         validate_vector([1, 2, 10**400], dim=3)
     with pytest.raises(InvalidVector):
         validate_vector_array(np.zeros((3, 1)), dim=3)
+
+
+def test_rank_problem_judges_in_float32_as_pgvector_ranks():
+    from studio.core.vectors import rank_problem
+
+    assert rank_problem([0.6, 0.8, 0.0], metric="cosine") is None
+    assert rank_problem([0.0, 0.0, 0.0], metric="cosine")[0] == "zero_vector"
+    assert rank_problem([1e-40] * 3, metric="cosine")[0] == "zero_vector"  # a denormal whose square underflows
+    assert rank_problem([1e-300] * 3, metric="cosine")[0] == "zero_vector"  # zero once cast to float4
+    assert rank_problem([1e-15] * 3, metric="cosine") is None  # tiny but its square is still a float32
+    assert rank_problem([0.0, 0.0, 0.0], metric="euclid") is None  # a zero vector ranks under euclid and dot
+    for metric in ("cosine", "dot", "euclid"):
+        assert rank_problem([1e20] * 3, metric=metric)[0] == "invalid_vector"  # squared length overflows
