@@ -110,6 +110,17 @@ def run_for_beat(*, task_id: str) -> ImprovementRun | None:
     return create_run(trigger=RunTrigger.BEAT, task_id=task_id)
 
 
+def _begin_or_fail(run_id: int, params: AdjusterParams, scope: dict) -> bool:
+    """``_begin_run``; a run that cannot even start (not a passing outage) is marked failed, never left queued."""
+    try:
+        return _begin_run(run_id, params, scope)
+    except TRANSIENT_ERRORS:
+        raise
+    except Exception as exc:
+        finish_run(run_id=run_id, status=RunStatus.FAILED, error=f"could not start: {type(exc).__name__}: {exc}")
+        raise
+
+
 def _begin_run(run_id: int, params: AdjusterParams, scope: dict | None = None) -> bool:
     """Mark a run running (first try or a retry); False if it already finished. ``scope`` records
     what a narrowed run overrode (settle time, user) beside its parameters."""
@@ -160,7 +171,7 @@ def execute_run(
     params = adjuster_params()
     settle = settings.IMPROVEMENT_SETTLE_SECONDS if settle_seconds is None else settle_seconds
     scope = {"settle_seconds": settle, **({"user_id": user_id} if user_id is not None else {})}
-    if not _begin_run(run_id, params, scope):
+    if not _begin_or_fail(run_id, params, scope):
         return ImprovementRun.objects.get(pk=run_id)
     release_run_claims(run_id=run_id, reason="its run was restarted before finishing it; back in the queue")
     scope = _Scope(

@@ -20,9 +20,10 @@ from django.shortcuts import render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 
+from studio.core.validation import id_problem
+
 DEMO_USERS = ("alice", "bob", "carol", "dave")
 DEFAULT_QUERY = "space adventure"
-MAX_USER_ID_CHARS = 256
 
 
 def demo_enabled() -> bool:
@@ -104,16 +105,13 @@ def improve_now(request: HttpRequest) -> JsonResponse:
     _require_demo()
     try:
         body = json.loads(request.body or b"{}")
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: nested deeper than the parser goes
         return _error("invalid_json", 'The body must be JSON: {"user_id": "…"}.')
     user_id = body.get("user_id") if isinstance(body, dict) else None
-    if not isinstance(user_id, str) or not user_id.strip():
-        return _error("invalid", "user_id is required.", fields={"user_id": ["A non-empty string is required."]})
-    if len(user_id) > MAX_USER_ID_CHARS:
-        return _error(
-            "invalid", "user_id is too long.", fields={"user_id": [f"At most {MAX_USER_ID_CHARS} characters."]}
-        )
-    run = improve_user_now(user_id=user_id.strip())
+    problem = id_problem(user_id)  # the rule every endpoint applies to ids
+    if problem:
+        return _error(problem[0], f"user_id: {problem[1]}.", fields={"user_id": [problem[1]]})
+    run = improve_user_now(user_id=user_id)
     return JsonResponse(
         {
             "id": run.pk,

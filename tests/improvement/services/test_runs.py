@@ -106,3 +106,12 @@ def test_beat_creates_a_run_only_when_there_is_work(world):
     run = services.run_for_beat(task_id="t2")
     assert run.trigger == RunTrigger.BEAT
     assert services.run_for_beat(task_id="t2") == run  # the task's retry continues the same run
+
+
+def test_a_run_that_cannot_start_is_marked_failed_not_left_queued(db):
+    run = services.create_run(trigger=RunTrigger.API)
+    with pytest.raises(Exception):  # noqa: B017  PostgreSQL refuses the NUL in the run's recorded scope
+        services.execute_run(run_id=run.pk, settle_seconds=0, user_id="a\x00b")
+    run.refresh_from_db()
+    assert run.status == RunStatus.FAILED
+    assert run.error.startswith("could not start")

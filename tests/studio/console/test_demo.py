@@ -16,7 +16,7 @@ from django.urls import reverse
 
 from clickstream.models import Session
 from improvement import services as improvement_services
-from improvement.models import RunTrigger
+from improvement.models import ImprovementRun, RunTrigger
 from studio.core.auth import create_api_key
 from tests.improvement.support import click, load_catalogue, near, ranking, register, unit
 
@@ -134,11 +134,21 @@ def test_improve_requires_csrf(db, demo_key):
 
 @pytest.mark.parametrize(
     ("body", "field"),
-    [("not json", None), ("{}", "user_id"), ('{"user_id": ""}', "user_id"), ('{"user_id": 5}', "user_id")],
+    [
+        ("not json", None),
+        ("{}", "user_id"),
+        ('{"user_id": ""}', "user_id"),
+        ('{"user_id": 5}', "user_id"),
+        ('{"user_id": "a\\u0000b"}', "user_id"),  # NUL: PostgreSQL cannot store it
+        ('{"user_id": "\\ud800"}', "user_id"),  # a lone surrogate
+        ('{"user_id": " alice"}', "user_id"),  # ids are verbatim
+        ("[" * 5000 + "]" * 5000, None),  # nested deeper than the parser recurses
+    ],
 )
 def test_improve_rejects_bad_input_with_the_error_shape(client, demo_key, body, field):
     response = client.post(reverse("demo-improve"), body, content_type="application/json")
     assert response.status_code == 400
+    assert not ImprovementRun.objects.exists()  # nothing queued that could never start
     error = response.json()["error"]
     assert error["code"] and error["message"]
     if field:
