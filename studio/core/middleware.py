@@ -1,4 +1,5 @@
-"""Middleware that keeps API failures JSON: oversize bodies (413), database outages (503), crashes (500)."""
+"""Middleware that keeps API failures JSON: chunked bodies (411), oversize bodies (413), database outages (503),
+crashes (500)."""
 
 from __future__ import annotations
 
@@ -28,6 +29,12 @@ class ApiErrorMiddleware:
         self.get_response = get_response
 
     def __call__(self, request):
+        if "chunked" in request.META.get("HTTP_TRANSFER_ENCODING", "").lower():
+            # Django reads a body without Content-Length as empty (and past the size limit's check):
+            # refuse it rather than act on a request whose body was silently dropped. Any path.
+            return json_error(
+                "length_required", "Send the body with a Content-Length (chunked transfer encoding is refused).", 411
+            )
         if request.path.startswith("/api/"):
             try:
                 length = int(request.META.get("CONTENT_LENGTH") or 0)

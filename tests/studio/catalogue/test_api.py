@@ -262,6 +262,12 @@ def test_content_length_over_limit_is_413(catalog_client, settings):
     assert_error_shape(response, 413, "payload_too_large")
 
 
+def test_a_chunked_body_is_refused_with_411_not_read_as_empty(catalog_client):
+    # gunicorn passes a chunked request on without Content-Length; Django would read its body as empty.
+    response = post_raw(catalog_client, '{"objects": []}', HTTP_TRANSFER_ENCODING="chunked")
+    assert_error_shape(response, 411, "length_required")
+
+
 def test_bad_content_length_is_400(catalog_client):
     assert_error_shape(post_raw(catalog_client, "{}", CONTENT_LENGTH="abc"), 400, "invalid_content_length")
 
