@@ -10,6 +10,7 @@ from rest_framework.views import APIView
 from improvement.services.users import forget_user
 from studio.core.errors import ApiError
 from studio.core.serializers import AUTH_ERRORS, ErrorSerializer
+from studio.core.validation import MAX_ID_CHARS, text_problem
 
 
 class UserForgetApi(APIView):
@@ -33,9 +34,9 @@ class UserForgetApi(APIView):
         "404 only for a user_id the route cannot carry (a line break).",
     )
     def delete(self, request, user_id: str):
-        if len(user_id) > 256:
-            raise ApiError(
-                code="invalid", message="user_id: at most 256 characters.", fields={"user_id": ["Too long."]}
-            )
+        # Not id_problem: a user stored before ids were taken verbatim (surrounding spaces) must stay forgettable.
+        problem = f"at most {MAX_ID_CHARS} characters" if len(user_id) > MAX_ID_CHARS else text_problem(user_id)
+        if problem:
+            raise ApiError(code="invalid", message=f"user_id: {problem}.", fields={"user_id": [problem]})
         counts = forget_user(user_id=user_id)
         return Response(self.OutputSerializer({"user_id": user_id, **counts}).data)
