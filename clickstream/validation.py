@@ -219,12 +219,11 @@ def validate_session(
     user_id = _identifier(user_id, "user_id", required=False)
     search_query = _text(search_query, "search_query", max_chars=settings.STUDIO_MAX_TEXT_CHARS, default="")
     vector = None if query_vector is None else _query_vector(query_vector)
-    if vector is None and not search_query.strip():
-        # Nothing to learn from: no query to embed and no vector (DESIGN's search_query is required).
-        raise SessionInvalid("search_query", "required (the query text), unless query_vector is given", "missing_query")
     meta = _json_object(search_meta, "search_meta")
     shown = _validate_results(results)
     moment = None if created_at is None else parse_timestamp(created_at, field_name="created_at", now=now)
+    if vector is None and not search_query.strip():  # every field is valid, but together they teach nothing
+        raise SessionInvalid("search_query", "required (the query text), unless query_vector is given", "missing_query")
     fingerprint = session_fingerprint(
         user_id=user_id,
         search_query=search_query,
