@@ -21,6 +21,8 @@ def pytest_configure(config):
 
     from studio.devstack import embedded
 
+    # Absolute, so that subprocesses started elsewhere (cwd=tmp_path) name the same servers.
+    os.environ["STUDIO_DATA_DIR"] = str(embedded.data_dir())
     embedded.start_servers()
     if not os.environ.get("DATABASE_URL"):
         # A new data dir with a path too long for a socket: pgserver chose the socket dir only now.

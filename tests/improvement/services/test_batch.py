@@ -55,9 +55,12 @@ def test_a_poison_session_fails_alone(world):
     order = ranking(world["query"], None)
     good = register(user_id="good", shown=order[:4], query_vector=world["query"])
     click(good, order[3])
-    no_query = register(user_id="nq", shown=order[:4], query="")
+    # Ingestion refuses both of these now; rows stored before it did must still fail alone in a batch.
+    no_query = register(user_id="nq", shown=order[:4], query="q")
+    Session.objects.filter(pk=no_query.pk).update(search_query="", query_vector=None)
     click(no_query, order[3])
-    zero = register(user_id="zero", shown=order[:4], query_vector=np.zeros(len(world["query"])))
+    zero = register(user_id="zero", shown=order[:4], query_vector=world["query"])
+    Session.objects.filter(pk=zero.pk).update(query_vector=np.zeros(len(world["query"])).tolist())
     click(zero, order[3])
 
     run = run_improvement()
