@@ -25,6 +25,7 @@ from urllib.parse import unquote, urlparse
 import pytest
 import requests
 
+from benchmarks._stack import embedded_subprocess
 from tests.support import ROOT, free_port, wait_for
 
 pytestmark = pytest.mark.slow
@@ -47,18 +48,7 @@ class Stack:
 
     # servers (each call runs in a subprocess whose STUDIO_DATA_DIR is ours, never the session's)
     def _embedded(self, code: str) -> str:
-        env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "CELERY_BROKER_URL", "CACHE_URL")}
-        env["STUDIO_DATA_DIR"] = str(self.data_dir)
-        done = subprocess.run(
-            [sys.executable, "-c", f"from studio.devstack import embedded\n{code}"],
-            cwd=ROOT,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=True,
-        )
-        return done.stdout
+        return embedded_subprocess(code, self.data_dir)
 
     def start_postgres(self) -> str:
         code = "print(embedded.postgres_url(embedded.ensure_postgres('studio').socket_dir, 'studio'))"
