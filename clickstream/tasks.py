@@ -9,7 +9,6 @@ from clickstream import services
 
 RETENTION_TASK_NAME = "clickstream.purge_expired_sessions"
 RETENTION_PERIODIC_TASK_NAME = "studio: clickstream retention"
-RETENTION_INTERVAL_SECONDS = 3600
 
 
 @shared_task(name=RETENTION_TASK_NAME, ignore_result=True)

@@ -12,7 +12,7 @@ from django.conf import settings
 from django.db import connection
 from django.db.models import QuerySet
 
-from improvement.models import ImprovementAttempt, ImprovementRun
+from improvement.models import ImprovementRun
 from studio.catalogue.personalization import binary_cursor, stack_vectors
 
 
@@ -126,8 +126,3 @@ def run_for_task(*, task_id: str) -> ImprovementRun | None:
     if not task_id:
         return None
     return ImprovementRun.objects.filter(task_id=task_id).order_by("pk").first()
-
-
-def session_attempts(*, session_pk: int) -> QuerySet[ImprovementAttempt]:
-    """One session's attempts, oldest first."""
-    return ImprovementAttempt.objects.filter(session_id=session_pk).order_by("claimed_at", "pk")

@@ -232,11 +232,6 @@ def _read_jsonl(path: Path) -> list[dict]:
         return [json.loads(line) for line in handle if line.strip()]
 
 
-def _sample(rng: np.random.Generator, pool: list[str], count: int) -> list[str]:
-    picked = rng.choice(len(pool), size=min(count, len(pool)), replace=False)
-    return sorted(pool[int(i)] for i in picked)
-
-
 def load_beir(
     path: str | Path,
     *,

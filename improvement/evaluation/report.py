@@ -14,7 +14,6 @@ from improvement.evaluation.datasets import EvalDataset
 from improvement.evaluation.loop import ArmOutcome
 from improvement.evaluation.metrics import METRICS, bootstrap_interval, mean_scores, score_ranking
 
-GUARD_KEYS = ("other_users_unchanged", "anonymous_unchanged", "drift_ok")
 VIEW_TITLES = {
     "seen": "seen — the user repeats a training query",
     "reworded": "reworded — the same intent in other words",

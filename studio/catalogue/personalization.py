@@ -82,11 +82,6 @@ def stack_vectors(raw_vectors: Sequence[bytes], dim: int) -> np.ndarray:
     return matrix[:, 1:].astype(np.float32)
 
 
-def load_vector(raw: bytes | None, dim: int) -> np.ndarray | None:
-    """One vector loaded by ``binary_cursor`` as a float32 array (None stays None)."""
-    return None if raw is None else stack_vectors([raw], dim)[0]
-
-
 @dataclass
 class StoredVectors:
     """The parts of an original (``pk`` = Object id) or of a copy (``pk`` = PersonalizedObject id)."""
