@@ -40,12 +40,13 @@ class Session(models.Model):
 
     class Meta:
         indexes = [
-            # improvement claimer: WHERE improvement_status = 'pending' AND user_id IS NOT NULL
+            # improvement claimer: WHERE improvement_status = 'pending'
             #   AND received_at < now() - settle ORDER BY received_at FOR UPDATE SKIP LOCKED LIMIT n
+            # (anonymous sessions too: they teach the shared tier)
             models.Index(
                 fields=["received_at"],
-                condition=Q(improvement_status="pending", user_id__isnull=False),
-                name="session_pending_claim_idx",
+                condition=Q(improvement_status="pending"),
+                name="session_ready_idx",
             ),
             # reaper: WHERE improvement_status = 'processing' AND lease_until < now()
             models.Index(

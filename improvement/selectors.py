@@ -77,11 +77,12 @@ def batch_inputs(*, session_pks: Sequence[int]) -> BatchInputs:
     return BatchInputs(sessions=sessions, shown=dict(shown), events=dict(events))
 
 
-# The one rule for "ready for improvement", in SQL over clickstream_session: pending, with a user
-# (a copy belongs to a user), received before %(before)s (the settle time; pass 'infinity' for
-# "any time"). The claimer's partial index session_pending_claim_idx covers exactly the first two
-# terms. Claims (improvement.services.claims), the beat's idle check, health and the evaluation use it.
-READY_SESSION_SQL = "improvement_status = 'pending' AND user_id IS NOT NULL AND received_at < %(before)s"
+# The one rule for "ready for improvement", in SQL over clickstream_session: pending and received
+# before %(before)s (the settle time; pass 'infinity' for "any time"). Anonymous sessions are ready too:
+# they teach the shared tier (a user's sessions teach their copies and the shared tier). The claimer's
+# partial index session_ready_idx covers the first term. Claims (improvement.services.claims), the beat's
+# idle check, health and the evaluation use it.
+READY_SESSION_SQL = "improvement_status = 'pending' AND received_at < %(before)s"
 _COUNT_READY = f"SELECT count(*) FROM (SELECT 1 FROM clickstream_session WHERE {READY_SESSION_SQL} LIMIT %(limit)s) r"
 _ANY_READY = f"SELECT EXISTS (SELECT 1 FROM clickstream_session WHERE {READY_SESSION_SQL})"
 

@@ -3,7 +3,25 @@
 The catalogue's are in ``studio.catalogue.models``, the API key in ``studio.core.models``.
 """
 
-from studio.catalogue.models import Object, ObjectPart, PersonalizedObject, PersonalizedPart
+from studio.catalogue.models import (
+    Object,
+    ObjectPart,
+    PersonalizedObject,
+    PersonalizedPart,
+    SharedEvidence,
+    SharedQuery,
+    SharedVote,
+)
 from studio.core.models import API_SCOPES, ApiKey
 
-__all__ = ["API_SCOPES", "ApiKey", "Object", "ObjectPart", "PersonalizedObject", "PersonalizedPart"]
+__all__ = [
+    "API_SCOPES",
+    "ApiKey",
+    "Object",
+    "ObjectPart",
+    "PersonalizedObject",
+    "PersonalizedPart",
+    "SharedEvidence",
+    "SharedQuery",
+    "SharedVote",
+]

@@ -14,7 +14,7 @@ from studio.core.validation import MAX_ID_CHARS, text_problem
 
 
 class UserForgetApi(APIView):
-    """``DELETE /api/v1/users/{user_id}``: forget a user (sessions, results, events, attempts, copies)."""
+    """``DELETE /api/v1/users/{user_id}``: forget a user (sessions, results, events, attempts, copies, shared votes)."""
 
     required_scope = "admin"
 
@@ -26,11 +26,13 @@ class UserForgetApi(APIView):
         improvement_attempts = serializers.IntegerField()
         personalized_objects = serializers.IntegerField()
         personalized_parts = serializers.IntegerField()
+        shared_votes = serializers.IntegerField(help_text="Their votes in the shared tier, removed and recomputed.")
 
     @extend_schema(
         responses={200: OutputSerializer, 400: ErrorSerializer, 404: ErrorSerializer, **AUTH_ERRORS},
         tags=["users"],
-        description="Forget a user: sessions, shown results, events, improvement attempts, personalized copies. "
+        description="Forget a user: sessions, shown results, events, improvement attempts, personalized copies, "
+        "shared-tier votes (the shared tier is recomputed as if they had never clicked). "
         "404 only for a user_id the route cannot carry (a line break).",
     )
     def delete(self, request, user_id: str):

@@ -75,6 +75,22 @@ def user_half(user_id: str) -> int:
     return int(hashlib.sha256(user_id.encode()).hexdigest(), 16) % 2
 
 
+COLD_SHARE = 0.25  # cold users per training user
+
+
+def _cold_users(pool: list[SimUser], trained: set[str], count: int, *, prefix: str) -> list[SimUser]:
+    """Users who never search during training and never click, scored after the rounds (the ``cold`` view) on
+    queries the others trained, against their own relevance: what the shared tier gives everyone else."""
+    cold = []
+    for user in pool:
+        queries = [(q, rel) for view in ("seen", "related") for q, rel in user.views.get(view, []) if q in trained]
+        if queries:
+            cold.append(SimUser(user_id=f"{prefix}{user.user_id}", train=[], views={"cold": queries[:3]}, clicks=False))
+        if len(cold) == count:
+            break
+    return cold
+
+
 def _bystanders(users: list[SimUser], count: int = 3) -> list[SimUser]:
     """Users who run the same training queries as the first users but never click."""
     return [
@@ -119,13 +135,18 @@ def load_movielens(
     draw = _Draw(queries_per_user, related_per_user, min_relevant, held_out_share, seed)
     by_user = _ratings_by_user(movielens_ratings())
     drawn = (_movielens_user(uid, by_user[uid], intents, draw) for uid in sorted(by_user, key=int))
-    selected = _choose_users([user for user in drawn if user is not None], users, seed)
+    eligible = [user for user in drawn if user is not None]
+    selected = _choose_users(eligible, users, seed)
+    chosen_ids = {user.user_id for user in selected}
+    trained = {q for user in selected for q, _ in user.train}
+    others = [user for user in eligible if user.user_id not in chosen_ids]
+    cold = _cold_users(others, trained, max(1, int(len(selected) * COLD_SHARE)), prefix="cold-")
     return EvalDataset(
         name="movielens",
         objects=[EvalObject(object_id=m.item_id, text=m.text, payload=m.payload) for m in movies],
         queries=queries,
-        users=selected,
-        views=("seen", "reworded", "related", "held_out"),
+        users=selected + cold,
+        views=("seen", "reworded", "related", "held_out", "cold"),
         bystanders=_bystanders(selected),
         probe_queries=[intents.query_id[i] for i in intents.intents[:: max(1, len(intents.intents) // 10)]],
         exclude_clicked=frozenset({"held_out"}),
@@ -252,12 +273,14 @@ def load_beir(
     if len(judged) < 2:
         raise ValueError(f"{folder}: fewer than two judged queries")
     sim_users = _beir_users(judged, qrels, users=users, trained=queries_per_user, related=related_per_user, seed=seed)
+    trained = sorted({q for user in sim_users for q, _ in user.train})
+    cold = _beir_cold_users(trained, qrels, count=max(1, int(users * COLD_SHARE)), per_user=queries_per_user, seed=seed)
     return EvalDataset(
         name=f"beir:{folder.name}",
         objects=objects,
         queries={q: all_queries[q] for q in judged},
-        users=sim_users,
-        views=("seen", "related"),
+        users=sim_users + cold,
+        views=("seen", "related", "cold"),
         bystanders=_bystanders(sim_users),
         probe_queries=judged[:: max(1, len(judged) // 10)],
     )
@@ -275,6 +298,20 @@ def _beir_users(
         _beir_user(n, train_pool, related_pool, qrels, seed=seed, trained=trained, related=related)
         for n in range(users)
     ]
+
+
+def _beir_cold_users(
+    trained: list[str], qrels: dict[str, Relevance], *, count: int, per_user: int, seed: int
+) -> list[SimUser]:
+    """Cold users: each runs a sample of the queries the others trained (relevance is the query's), never clicks."""
+    cold = []
+    for n in range(count):
+        rng = np.random.default_rng([seed, 1_000_000 + n])
+        sample = sorted(str(q) for q in rng.choice(trained, size=min(per_user, len(trained)), replace=False))
+        cold.append(
+            SimUser(user_id=f"cold-u{n}", train=[], views={"cold": [(q, qrels[q]) for q in sample]}, clicks=False)
+        )
+    return cold
 
 
 def _beir_object(doc: dict) -> EvalObject:

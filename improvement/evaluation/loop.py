@@ -29,6 +29,7 @@ from improvement.evaluation.datasets import EvalDataset, SimUser
 from improvement.evaluation.metrics import SCORING_DEPTH, score_ranking
 from improvement.selectors import ready_session_exists
 from studio.catalogue import search
+from studio.catalogue import shared as shared_checks
 from studio.core.validation import ItemError
 
 logger = logging.getLogger(__name__)
@@ -37,7 +38,9 @@ SHOWN_RESULTS = 10  # what a simulated user sees of a training search
 EVENTS_BATCH = 1000
 PROBE_USER = "eval-probe"
 
-ARM_NAMES = ("no_feedback", "embedding_studio", "studio", "oracle")
+ARM_NAMES = ("no_feedback", "embedding_studio", "studio_v1", "studio_personal", "studio", "oracle")
+# Arms whose learning is private to the user who clicked (no shared tier): nobody else's ranking may move.
+PRIVATE_ARMS = ("embedding_studio", "studio_v1", "studio_personal")
 
 
 @dataclass(frozen=True)
@@ -59,6 +62,21 @@ EMBEDDING_STUDIO_OVERRIDES = {
     "IMPROVEMENT_MAX_DRIFT": None,
     "IMPROVEMENT_RENORMALIZE": False,
     "IMPROVEMENT_POSITION_BIAS_ETA": 0.0,
+    "IMPROVEMENT_RULE": "seed",
+    "IMPROVEMENT_SHARED_WEIGHT": 0.0,
+}
+# The first version's defaults: the seed rule (AdamW, cubic loss) with its tuned settings, no shared tier.
+STUDIO_V1_OVERRIDES = {
+    "IMPROVEMENT_RULE": "seed",
+    "IMPROVEMENT_LR": 1e-3,
+    "IMPROVEMENT_ITERATIONS": 10,
+    "IMPROVEMENT_NEGATIVES": "above_last_click",
+    "IMPROVEMENT_WEIGHT_DECAY": 0.01,
+    "IMPROVEMENT_SOFTMIN_TEMPERATURE": 0.05,
+    "IMPROVEMENT_POSITION_BIAS_ETA": 0.0,
+    "IMPROVEMENT_MAX_DRIFT": 0.05,
+    "IMPROVEMENT_RENORMALIZE": True,
+    "IMPROVEMENT_SHARED_WEIGHT": 0.0,
 }
 
 
@@ -69,6 +87,9 @@ def standard_arms(names: Sequence[str] = ARM_NAMES, *, studio_overrides: dict | 
     catalogue_of_arms = {
         "no_feedback": Arm("no_feedback", improve=False),
         "embedding_studio": Arm("embedding_studio", overrides=EMBEDDING_STUDIO_OVERRIDES),
+        "studio_v1": Arm("studio_v1", overrides=STUDIO_V1_OVERRIDES),
+        # The v2 per-user rule alone: the studio settings with the shared tier off.
+        "studio_personal": Arm("studio_personal", overrides={**studio_overrides, "IMPROVEMENT_SHARED_WEIGHT": 0.0}),
         "studio": Arm("studio", overrides=studio_overrides),
         # The studio settings, trained on clicks without position bias: what unbiased feedback could reach.
         "oracle": Arm("oracle", overrides=studio_overrides, click_eta=0.0),
@@ -86,6 +107,7 @@ def arm_parameters(arm: Arm) -> dict:
     if not arm.improve:
         return {}
     keys = (
+        "IMPROVEMENT_RULE",
         "IMPROVEMENT_LR",
         "IMPROVEMENT_ITERATIONS",
         "IMPROVEMENT_NEGATIVES",
@@ -95,6 +117,12 @@ def arm_parameters(arm: Arm) -> dict:
         "IMPROVEMENT_MAX_DRIFT",
         "IMPROVEMENT_RENORMALIZE",
         "IMPROVEMENT_SEED",
+        "IMPROVEMENT_PAIR_TEMPERATURE",
+        "IMPROVEMENT_PAIR_MARGIN",
+        "IMPROVEMENT_SHARED_WEIGHT",
+        "IMPROVEMENT_SHARED_MAX_OFFSET",
+        "IMPROVEMENT_SHARED_MIN_USERS",
+        "IMPROVEMENT_SHARED_SKIP_WEIGHT",
     )
     values = {key: getattr(settings, key) for key in keys}
     values.update(arm.overrides)
@@ -113,6 +141,7 @@ class ArmOutcome:
     rankings: dict[str, dict[tuple[int, int], Ranking]]  # view -> (user index, query index) -> ranking
     curve: list[float]  # seen NDCG@10 after 0, 1, …, R improvement rounds
     clicked: dict[int, set[str]]  # user index -> objects clicked (any query, any round)
+    skipped: dict[int, set[str]] = field(default_factory=lambda: defaultdict(set))  # shown above a click, unclicked
     clicks: int = 0  # simulated clicks
     events_recorded: int = 0  # clicks sent through the clickstream service (registered sessions only)
     sessions: int = 0
@@ -157,13 +186,16 @@ def reset_state() -> None:
         # CASCADE also empties whatever refers to these tables (e.g. the runs' per-session attempts).
         cursor.execute(
             "TRUNCATE clickstream_event, clickstream_shownresult, clickstream_session, "
-            "studio_personalizedpart, studio_personalizedobject, improvement_improvementrun CASCADE"
+            "studio_personalizedpart, studio_personalizedobject, improvement_improvementrun, "
+            "studio_sharedvote, studio_sharedevidence, studio_sharedquery CASCADE"
         )
 
 
-def rank(*, query_vector: list[float], user_id: str | None, depth: int = SCORING_DEPTH) -> Ranking:
-    """A user's ranking through the search selector (no session registered)."""
-    result = search.search_objects(query_vector=query_vector, user_id=user_id, limit=depth)
+def rank(
+    *, query_vector: list[float], user_id: str | None, query_text: str | None = None, depth: int = SCORING_DEPTH
+) -> Ranking:
+    """A user's ranking through the search selector (no session registered); the text keys the shared tier."""
+    result = search.search_objects(query_vector=query_vector, user_id=user_id, limit=depth, query_text=query_text)
     return [hit.object_id for hit in result.hits], [round(hit.distance, 6) for hit in result.hits]
 
 
@@ -279,12 +311,17 @@ def _clicks(
 ) -> list[dict]:
     """The simulated clicks on ``hits``, counted in ``outcome``; their events for ``session_id`` (None: none)."""
     events = []
-    for position in model.clicks(grades, rng):
+    positions = list(model.clicks(grades, rng))
+    for position in positions:
         object_id = hits[position].object_id
         outcome.clicked[user_index].add(object_id)
         outcome.clicks += 1
         if session_id is not None:
             events.append({"session_id": session_id, "event_id": f"click-{position}", "object_id": object_id})
+    clicked_here = {hits[p].object_id for p in positions}
+    for hit in hits[: max(positions, default=-1)]:
+        if hit.object_id not in clicked_here:
+            outcome.skipped[user_index].add(hit.object_id)
     return events
 
 
@@ -299,7 +336,9 @@ def _evaluate_view(
         for query_index, (qid, _relevance) in enumerate(user.views.get(view, [])):
             key = (user_index, qid)
             if key not in cache:
-                cache[key] = rank(query_vector=ctx.query_vectors[qid], user_id=user.user_id)
+                cache[key] = rank(
+                    query_vector=ctx.query_vectors[qid], user_id=user.user_id, query_text=ctx.dataset.queries[qid]
+                )
             rankings[(user_index, query_index)] = cache[key]
             bar.update(1)
     return rankings
@@ -319,12 +358,16 @@ def _seen_ndcg(ctx: LoopContext, rankings: dict[tuple[int, int], Ranking]) -> fl
 def _guard_rankings(ctx: LoopContext) -> dict[tuple[str, str], Ranking]:
     """Rankings of people who never click: anonymous, a probe user with no history, the bystanders."""
     rankings = {}
+    text = ctx.dataset.queries
     for qid in ctx.dataset.probe_queries:
-        rankings[("anonymous", qid)] = rank(query_vector=ctx.query_vectors[qid], user_id=None)
-        rankings[(PROBE_USER, qid)] = rank(query_vector=ctx.query_vectors[qid], user_id=PROBE_USER)
+        vector = ctx.query_vectors[qid]
+        rankings[("anonymous", qid)] = rank(query_vector=vector, user_id=None, query_text=text[qid])
+        rankings[(PROBE_USER, qid)] = rank(query_vector=vector, user_id=PROBE_USER, query_text=text[qid])
     for user in ctx.dataset.bystanders:
         for qid, _ in user.train:
-            rankings[(user.user_id, qid)] = rank(query_vector=ctx.query_vectors[qid], user_id=user.user_id)
+            rankings[(user.user_id, qid)] = rank(
+                query_vector=ctx.query_vectors[qid], user_id=user.user_id, query_text=text[qid]
+            )
     return rankings
 
 
@@ -370,8 +413,33 @@ def run_arm(ctx: LoopContext, arm: Arm) -> ArmOutcome:
     guard_after = _guard_rankings(ctx)
     bar.close()
     outcome.guards = _guards(ctx, outcome, first_shown, last_shown, guard_before, guard_after)
+    if arm.improve:
+        outcome.guards["single_user_invisible"] = _single_user_invisible(ctx, arm)
+        outcome.guards["forget_exact"] = shared_checks.forget_is_exact(voter=_first_voter(ctx))
     outcome.seconds = time.monotonic() - started
     return outcome
+
+
+def _single_user_invisible(ctx: LoopContext, arm: Arm) -> bool:
+    """A probe user alone clicks on a query nobody else ran: after a run, nobody else's ranking for it moved."""
+    qid = ctx.dataset.probe_queries[0]
+    text = f"{ctx.dataset.queries[qid]} (probe)"
+    vector = ctx.query_vectors[qid]
+    others = [None, *(user.user_id for user in ctx.dataset.bystanders)]
+    before = [rank(query_vector=vector, user_id=user, query_text=text) for user in others]
+    for n in range(3):  # the probe repeats it: one user's sessions still weigh as one voter
+        hits = search.search_and_track(
+            query=text, query_vector=vector, user_id=PROBE_USER, limit=SHOWN_RESULTS, session_id=f"probe-{arm.name}-{n}"
+        ).hits
+        _record_events([{"session_id": f"probe-{arm.name}-{n}", "event_id": "c", "object_id": hits[-1].object_id}])
+    run_improvement(arm.overrides)
+    after = [rank(query_vector=vector, user_id=user, query_text=text) for user in others]
+    return before == after
+
+
+def _first_voter(ctx: LoopContext) -> str:
+    """The user whose forgetting the ``forget_exact`` guard checks: the first simulated user."""
+    return ctx.dataset.users[0].user_id
 
 
 def _progress_bar(ctx: LoopContext, arm: Arm) -> tqdm:

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from improvement.evaluation.datasets import EvalDataset
-from improvement.evaluation.loop import ArmOutcome
+from improvement.evaluation.loop import PRIVATE_ARMS, ArmOutcome
 from improvement.evaluation.metrics import METRICS, bootstrap_interval, mean_scores, score_ranking
 
 VIEW_TITLES = {
@@ -19,9 +19,41 @@ VIEW_TITLES = {
     "reworded": "reworded — the same intent in other words",
     "related": "related — queries the user never ran",
     "held_out": "held-out — only relevance that never drove a click (clicked objects removed)",
+    "cold": "cold — users who never click run the others' training queries (the shared tier's view)",
 }
 # The arms whose copies must stay close to their originals (the rails are on).
-DRIFT_GUARDED_ARMS = ("studio", "oracle")
+DRIFT_GUARDED_ARMS = ("studio_v1", "studio_personal", "studio", "oracle")
+EVICTION_METRICS = ("evicted_relevant", "evicted_untouched")
+TOP = 10
+
+
+def eviction_scores(
+    dataset: EvalDataset, outcome: ArmOutcome, baseline: ArmOutcome, view: str
+) -> dict[int, dict[str, float]]:
+    """Per user, the mean over their queries of the share of the no-feedback top 10's relevant objects
+    (``evicted_relevant``) and of its objects the user neither clicked nor skipped (``evicted_untouched``)
+    that are no longer in the arm's top 10."""
+    by_user: dict[int, dict[str, list[float]]] = {}
+    base_rankings = baseline.rankings.get(view, {})
+    for key, (ids, _) in outcome.rankings.get(view, {}).items():
+        user_index, query_index = key
+        if key not in base_rankings:
+            continue
+        base_top, top = base_rankings[key][0][:TOP], set(ids[:TOP])
+        relevance = dataset.users[user_index].views[view][query_index][1]
+        touched = outcome.clicked.get(user_index, set()) | outcome.skipped.get(user_index, set())
+        groups = {
+            "evicted_relevant": [o for o in base_top if relevance.get(o, 0) > 0],
+            "evicted_untouched": [o for o in base_top if o not in touched],
+        }
+        entry = by_user.setdefault(user_index, {name: [] for name in EVICTION_METRICS})
+        for name, members in groups.items():
+            if members:
+                entry[name].append(sum(1 for o in members if o not in top) / len(members))
+    return {
+        user: {name: float(np.mean(values)) for name, values in entry.items() if values}
+        for user, entry in by_user.items()
+    }
 
 
 def per_user_scores(
@@ -64,7 +96,12 @@ def score_arms(
         base = {u: s for u, s in per_user_scores(dataset, baseline, view, excluded).items() if u in chosen}
         for outcome in outcomes:
             scores = {u: s for u, s in per_user_scores(dataset, outcome, view, excluded).items() if u in chosen}
-            arms.setdefault(outcome.name, {})[view] = _view_entry(scores, base, samples=bootstrap_samples, seed=seed)
+            entry = _view_entry(scores, base, samples=bootstrap_samples, seed=seed)
+            evictions = {u: e for u, e in eviction_scores(dataset, outcome, baseline, view).items() if u in chosen}
+            for name in EVICTION_METRICS:
+                values = [e[name] for _, e in sorted(evictions.items()) if name in e]
+                entry[name] = bootstrap_interval(values, samples=bootstrap_samples, seed=seed)
+            arms.setdefault(outcome.name, {})[view] = entry
     return arms
 
 
@@ -85,14 +122,24 @@ def _view_entry(
     return entry
 
 
-def overall_guards(outcomes: Sequence[ArmOutcome]) -> dict[str, bool]:
-    """Other users and anonymous search unchanged in every arm; copies close to originals where the rails are on."""
+def overall_guards(outcomes: Sequence[ArmOutcome], arms: dict | None = None) -> dict[str, bool]:
+    """The guards of docs/architecture.md: other users and anonymous search unchanged in every arm whose
+    learning is private (no shared tier); with the shared tier (``studio``), a lone user's clicks invisible,
+    forgetting exact, and cold users not worse; copies close to their originals where the rails are on."""
+    private = [o for o in outcomes if o.name in PRIVATE_ARMS or o.name == "no_feedback"]
     guarded = [o for o in outcomes if o.name in DRIFT_GUARDED_ARMS] or list(outcomes)
-    return {
-        "other_users_unchanged": all(o.guards.get("other_users_unchanged", True) for o in outcomes),
-        "anonymous_unchanged": all(o.guards.get("anonymous_unchanged", True) for o in outcomes),
+    shared = [o for o in outcomes if o.name in ("studio", "oracle")]
+    guards = {
+        "other_users_unchanged": all(o.guards.get("other_users_unchanged", True) for o in private),
+        "anonymous_unchanged": all(o.guards.get("anonymous_unchanged", True) for o in private),
         "drift_ok": all(o.guards.get("drift_ok", True) for o in guarded),
+        "single_user_invisible": all(o.guards.get("single_user_invisible", True) for o in outcomes),
+        "forget_exact": all(o.guards.get("forget_exact", True) for o in shared),
     }
+    cold = ((arms or {}).get("studio") or {}).get("cold")
+    if cold:
+        guards["anonymous_not_worse"] = cold["delta"]["ndcg@10"]["low"] >= -0.005
+    return guards
 
 
 def target_checks(arms: dict, guards: dict, dataset: EvalDataset) -> dict[str, bool]:
@@ -114,7 +161,27 @@ def target_checks(arms: dict, guards: dict, dataset: EvalDataset) -> dict[str, b
         checks["not_below_embedding_studio"] = all(
             studio[view]["ndcg@10"]["mean"] >= arms["embedding_studio"][view]["ndcg@10"]["mean"] for view in studio
         )
+    checks.update(_v2_checks(arms, dataset))
     checks["guards_pass"] = all(guards.values())
+    return checks
+
+
+def _v2_checks(arms: dict, dataset: EvalDataset) -> dict[str, bool]:
+    """The v2 targets: against ``studio_v1`` on seen, the cold view, evictions on seen."""
+    studio, v1 = arms["studio"], arms.get("studio_v1")
+    checks: dict[str, bool] = {}
+    seen = studio["seen"]["delta"]["ndcg@10"]
+    if v1:
+        factor = 1.0 if dataset.name == "movielens" else 1.5
+        checks[f"seen_at_least_{factor}x_studio_v1"] = seen["mean"] >= factor * v1["seen"]["delta"]["ndcg@10"]["mean"]
+    if "cold" in studio:
+        cold = studio["cold"]["delta"]["ndcg@10"]
+        floor = 0.02 if dataset.name == "movielens" else 0.04
+        checks["cold_interval_above_0"] = cold["low"] > 0
+        checks[f"cold_mean_at_least_{floor}"] = cold["mean"] >= floor
+    evicted = studio["seen"].get("evicted_relevant", {}).get("mean")
+    if evicted is not None:
+        checks["seen_evicted_relevant_at_most_0.10"] = evicted <= 0.10
     return checks
 
 
@@ -142,7 +209,7 @@ def build_report(
     """The report dict: the keys of docs/architecture.md first, then extras (curves, per-arm guards, targets,
     counts)."""
     arms = score_arms(dataset, outcomes, bootstrap_samples=bootstrap_samples, seed=seed)
-    guards = overall_guards(outcomes)
+    guards = overall_guards(outcomes, arms)
     report = {
         "dataset": dataset.name,
         "params": params,
@@ -181,18 +248,21 @@ def _cell(interval: dict, *, signed: bool = False) -> str:
 def markdown_tables(report: dict) -> str:
     """One table per view: arms × metrics (mean [95 % interval]) and the paired Δ NDCG@10 to no feedback."""
     lines = []
-    views = [v for v in ("seen", "reworded", "related", "held_out") if v in next(iter(report["arms"].values()))]
+    views = [v for v in VIEW_TITLES if v in next(iter(report["arms"].values()))]
     for view in views:
         lines.append(f"#### {VIEW_TITLES.get(view, view)}")
         lines.append("")
-        lines.append("| arm | " + " | ".join(METRICS) + " | Δ NDCG@10 vs no feedback | Δ Recall@100 |")
-        lines.append("| --- |" + " --- |" * (len(METRICS) + 2))
+        lines.append(
+            "| arm | " + " | ".join(METRICS) + " | Δ NDCG@10 vs no feedback | Δ Recall@100 | evicted relevant |"
+        )
+        lines.append("| --- |" + " --- |" * (len(METRICS) + 3))
         for arm, per_view in report["arms"].items():
             entry = per_view[view]
             cells = [_cell(entry[m]) for m in METRICS]
             delta = "–" if arm == "no_feedback" else _cell(entry["delta"]["ndcg@10"], signed=True)
             delta_recall = "–" if arm == "no_feedback" else _cell(entry["delta"]["recall@100"], signed=True)
-            lines.append(f"| {arm} | " + " | ".join(cells) + f" | {delta} | {delta_recall} |")
+            evicted = "–" if arm == "no_feedback" else _cell(entry.get("evicted_relevant") or {})
+            lines.append(f"| {arm} | " + " | ".join(cells) + f" | {delta} | {delta_recall} | {evicted} |")
         lines.append("")
     return "\n".join(lines)
 

@@ -36,6 +36,7 @@ finite differences in the tests.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass
 
@@ -54,29 +55,38 @@ def adjust(
     params: AdjusterParams,
     dim: int | None = None,
 ) -> AdjustResult:
-    """Run AdamW for ``params.iterations`` full-batch steps and return the adjusted vectors.
+    """Train ``params.rule``'s loss for ``params.iterations`` full-batch steps and return the adjusted vectors:
+    AdamW on the cubic loss (``seed``, this module) or SGD on pairwise preferences (``pairwise``,
+    ``improvement.learning.pairwise``). Both share the input checks, the rails and the result here.
 
     ``dim`` (optional) is the expected vector dimension; every vector is checked against it.
     Raises ``ValueError`` on structurally bad input (wrong shapes, indices out of range);
     non-finite numbers fail only the sessions concerned (see ``AdjustResult.failed_sessions``).
     """
     started = time.perf_counter()
-    starts, originals = _validate_objects(objects, dim=dim)
+    starts, originals = validate_objects(objects, dim=dim)
     if dim is None and starts:
         dim = starts[0].shape[1]
-    queries = _validate_sessions(sessions, n_objects=len(objects), dim=dim)
-    start_all, original_all, mask_all = _pad_objects(starts, originals, dim=dim or 0)
-    failed = _non_finite_inputs(start_all, original_all, queries, sessions)
-    device = _pick_device(params.device)
-    outcome = _train_with_settings(start_all, original_all, mask_all, queries, sessions, failed, params, device)
-    vectors, changed = _result_vectors(outcome, starts)
-    metrics = _result_metrics(
+    queries = validate_sessions(sessions, n_objects=len(objects), dim=dim)
+    start_all, original_all, mask_all = pad_objects(starts, originals, dim=dim or 0)
+    failed = non_finite_inputs(start_all, original_all, queries, sessions)
+    device = pick_device(params.device)
+    if params.rule == "pairwise":
+        from improvement.learning.pairwise import train
+    else:
+        train = _train
+    with torch_settings(params, device):
+        outcome = _train_until_finite(
+            train, start_all, original_all, mask_all, queries, sessions, failed, params, device
+        )
+    vectors, changed = result_vectors(outcome, starts)
+    metrics = result_metrics(
         outcome, changed=changed, sessions=sessions, failed=failed, params=params, device=device, started=started
     )
     return AdjustResult(vectors=vectors, changed=changed, metrics=metrics, failed_sessions=failed)
 
 
-def _non_finite_inputs(
+def non_finite_inputs(
     start_all: np.ndarray, original_all: np.ndarray, queries: np.ndarray, sessions: list[SessionExample]
 ) -> dict[int, str]:
     """The sessions whose query or one of whose objects is not finite, with why: they fail, the others train."""
@@ -91,26 +101,18 @@ def _non_finite_inputs(
     return failed
 
 
-def _train_with_settings(
-    start_all: np.ndarray,
-    original_all: np.ndarray,
-    mask_all: np.ndarray,
-    queries: np.ndarray,
-    sessions: list[SessionExample],
-    failed: dict[int, str],
-    params: AdjusterParams,
-    device: torch.device,
-) -> _Outcome:
-    """Train under the call's torch settings (threads, CUDA determinism), restoring torch's own afterwards."""
+@contextlib.contextmanager
+def torch_settings(params: AdjusterParams, device: torch.device):
+    """The call's torch settings (threads, CUDA determinism) for the block, torch's own restored afterwards."""
     previous_threads = torch.get_num_threads()
     previous_deterministic = torch.are_deterministic_algorithms_enabled()
     try:
         if params.num_threads is not None:
             torch.set_num_threads(params.num_threads)
         if device.type == "cuda":
-            # CUDA's scatter-add (the backward of the gather) is non-deterministic unless asked.
+            # CUDA's scatter-add (the backward of a gather) is non-deterministic unless asked.
             torch.use_deterministic_algorithms(True, warn_only=True)
-        return _train_until_finite(start_all, original_all, mask_all, queries, sessions, failed, params, device)
+        yield
     finally:
         if params.num_threads is not None:
             torch.set_num_threads(previous_threads)
@@ -119,6 +121,7 @@ def _train_with_settings(
 
 
 def _train_until_finite(
+    train,
     start_all: np.ndarray,
     original_all: np.ndarray,
     mask_all: np.ndarray,
@@ -127,20 +130,20 @@ def _train_until_finite(
     failed: dict[int, str],
     params: AdjusterParams,
     device: torch.device,
-) -> _Outcome:
+) -> Outcome:
     """Train; while the result holds non-finite vectors, fail (in ``failed``) the sessions behind them and retrain."""
     # A NaN/inf stays inside the objects whose sessions produced it (each object is its own
     # parameter and AdamW is element-wise), so failing those sessions and retraining is enough.
     # Every retry drops at least one session, so this ends (at worst with no session left).
     while True:
-        outcome = _train(start_all, original_all, mask_all, queries, sessions, failed, params, device)
+        outcome = train(start_all, original_all, mask_all, queries, sessions, failed, params, device)
         if not outcome.non_finite_sessions:
             return outcome
         for si in outcome.non_finite_sessions:
             failed[si] = "adjustment produced non-finite vectors (learning rate too high?)"
 
 
-def _result_vectors(outcome: _Outcome, starts: list[np.ndarray]) -> tuple[list[np.ndarray], list[bool]]:
+def result_vectors(outcome: Outcome, starts: list[np.ndarray]) -> tuple[list[np.ndarray], list[bool]]:
     """Per object, its new vectors (a copy of its start where it did not change) and whether it changed."""
     vectors: list[np.ndarray | None] = [None] * len(starts)
     changed = [False] * len(starts)
@@ -153,8 +156,8 @@ def _result_vectors(outcome: _Outcome, starts: list[np.ndarray]) -> tuple[list[n
     return vectors, changed
 
 
-def _result_metrics(
-    outcome: _Outcome,
+def result_metrics(
+    outcome: Outcome,
     *,
     changed: list[bool],
     sessions: list[SessionExample],
@@ -186,7 +189,7 @@ def _result_metrics(
 # --- input checks -------------------------------------------------------------------------------
 
 
-def _validate_objects(objects: list[ObjectVectors], *, dim: int | None) -> tuple[list[np.ndarray], list[np.ndarray]]:
+def validate_objects(objects: list[ObjectVectors], *, dim: int | None) -> tuple[list[np.ndarray], list[np.ndarray]]:
     starts, originals = [], []
     for i, obj in enumerate(objects):
         start, original = obj.start, obj.original
@@ -213,7 +216,7 @@ def _is_float32_matrix(array) -> bool:
     return type(array) is np.ndarray and array.dtype == np.float32 and array.ndim == 2
 
 
-def _validate_sessions(sessions: list[SessionExample], *, n_objects: int, dim: int | None) -> np.ndarray:
+def validate_sessions(sessions: list[SessionExample], *, n_objects: int, dim: int | None) -> np.ndarray:
     """Check the sessions' shapes and references; return their queries as one (sessions × D) array."""
     queries = []
     for si, session in enumerate(sessions):
@@ -240,7 +243,7 @@ def _validate_sessions(sessions: list[SessionExample], *, n_objects: int, dim: i
     return np.stack(queries)
 
 
-def _pad_objects(
+def pad_objects(
     starts: list[np.ndarray], originals: list[np.ndarray], *, dim: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Stack ragged (parts × D) arrays into (objects × P × D) with a (objects × P) mask of real parts."""
@@ -265,7 +268,7 @@ def _pad_objects(
     return start, original, mask
 
 
-def _pick_device(name: str) -> torch.device:
+def pick_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
@@ -275,7 +278,7 @@ def _pick_device(name: str) -> torch.device:
 
 
 @dataclass
-class _Outcome:
+class Outcome:
     touched: np.ndarray  # (touched,) global object indices, in local order
     vectors: np.ndarray  # (touched × P × D) final vectors (padded parts zero)
     changed: np.ndarray  # (touched,) bool: some part moved (L2) by more than changed_epsilon
@@ -379,7 +382,7 @@ class _Layout:
 
 
 @dataclass
-class _Touched:
+class Touched:
     """The touched objects on the device: start vectors, originals (and their norms), the part mask."""
 
     start_np: np.ndarray  # (touched × P × D) the start vectors, on the host
@@ -417,30 +420,35 @@ def _train(
     failed: dict[int, str],
     params: AdjusterParams,
     device: torch.device,
-) -> _Outcome:
+) -> Outcome:
     """One training over the sessions not failed: lay out the terms, step AdamW, check and measure the result."""
     torch.manual_seed(params.seed)
     used = [si for si in range(len(sessions)) if si not in failed and (sessions[si].clicked or sessions[si].negatives)]
-    metrics = _zero_metrics()
+    metrics = zero_metrics()
     if not used:
-        return _Outcome(np.zeros(0, np.int64), start_all[:0], np.zeros(0, dtype=bool), np.zeros(0), metrics, set())
+        return empty_outcome(start_all, metrics)
     layout = _lay_out_terms(sessions, used, queries, params, device)
-    touched = _touched_objects(start_all, original_all, mask_all, layout.touched, device)
+    touched = touched_objects(start_all, original_all, mask_all, layout.touched, device)
     vectors, loss_before, similarity_before = _optimize(touched, layout.groups, params)
     with torch.no_grad():
-        final, final_norm = _final_vectors(vectors, touched)
+        final, final_norm = final_vectors(vectors, touched)
         bad_sessions = _non_finite_sessions(final_norm, layout, used)
         if bad_sessions is not None:
-            return _Outcome(layout.touched, touched.start_np, np.zeros(0, dtype=bool), np.zeros(0), {}, bad_sessions)
+            return Outcome(layout.touched, touched.start_np, np.zeros(0, dtype=bool), np.zeros(0), {}, bad_sessions)
         loss_after, similarity_after = _loss(final, layout.groups, touched.pad_mask, params)
-        drift, changed = _drift_and_changed(final, final_norm, touched, params)
+        drift, changed = drift_and_changed(final, final_norm, touched, params)
     metrics.update(loss_before=float(loss_before), loss_after=float(loss_after))
     _add_similarity_metrics(metrics, layout.groups, similarity_before, similarity_after)
     arrays = (final.cpu().numpy(), changed.cpu().numpy(), drift.cpu().numpy().astype(np.float64))
-    return _Outcome(layout.touched, *arrays, metrics, set())
+    return Outcome(layout.touched, *arrays, metrics, set())
 
 
-def _zero_metrics() -> dict:
+def empty_outcome(start_all: np.ndarray, metrics: dict) -> Outcome:
+    """The outcome of a training without sessions: nothing touched."""
+    return Outcome(np.zeros(0, np.int64), start_all[:0], np.zeros(0, dtype=bool), np.zeros(0), metrics, set())
+
+
+def zero_metrics() -> dict:
     """The training metrics, all zero (what a training without sessions reports)."""
     metrics = {"loss_before": 0.0, "loss_after": 0.0, "clicked_pairs": 0, "negative_pairs": 0}
     for kind in ("clicked", "negative"):
@@ -472,9 +480,9 @@ def _lay_out_terms(
     return _Layout(touched=touched, local=local, session_row=session_row, groups=groups)
 
 
-def _touched_objects(
+def touched_objects(
     start_all: np.ndarray, original_all: np.ndarray, mask_all: np.ndarray, touched: np.ndarray, device: torch.device
-) -> _Touched:
+) -> Touched:
     """The touched objects' start vectors, originals and part mask, moved to the device."""
     all_touched = len(touched) == len(start_all)  # touched is sorted, so then it is 0..n-1
     start_np = start_all if all_touched else start_all[touched]
@@ -482,11 +490,11 @@ def _touched_objects(
     mask_t = torch.from_numpy(mask_all if all_touched else mask_all[touched]).to(device)
     start_t = torch.from_numpy(start_np).to(device)
     pad_mask = None if bool(mask_t.all()) else mask_t
-    return _Touched(start_np, start_t, original_t, original_t.norm(dim=-1), mask_t, pad_mask)
+    return Touched(start_np, start_t, original_t, original_t.norm(dim=-1), mask_t, pad_mask)
 
 
 def _optimize(
-    touched: _Touched, groups: list[_Terms], params: AdjusterParams
+    touched: Touched, groups: list[_Terms], params: AdjusterParams
 ) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
     """``params.iterations`` full-batch AdamW steps, the rails after each; the vectors, and the loss before."""
     vectors = touched.start.clone().requires_grad_(True)
@@ -499,11 +507,11 @@ def _optimize(
         loss.backward()
         optimizer.step()
         with torch.no_grad():
-            _apply_rails(vectors, touched.original, touched.original_norm, touched.mask, params)
+            apply_rails(vectors, touched.original, touched.original_norm, touched.mask, params)
     return vectors, loss_before, similarity_before
 
 
-def _final_vectors(vectors: torch.Tensor, touched: _Touched) -> tuple[torch.Tensor, torch.Tensor]:
+def final_vectors(vectors: torch.Tensor, touched: Touched) -> tuple[torch.Tensor, torch.Tensor]:
     """The trained vectors (padded parts zero) and their part norms."""
     final = vectors.detach()
     if touched.pad_mask is not None:
@@ -521,11 +529,11 @@ def _non_finite_sessions(final_norm: torch.Tensor, layout: _Layout, used: list[i
     return {used[row] for row in np.unique(layout.session_row[bad_terms])}
 
 
-def _drift_and_changed(
-    final: torch.Tensor, final_norm: torch.Tensor, touched: _Touched, params: AdjusterParams
+def drift_and_changed(
+    final: torch.Tensor, final_norm: torch.Tensor, touched: Touched, params: AdjusterParams
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Per object, the largest cosine distance of a part to its original, and whether some part moved."""
-    cosine = _row_dots(final, touched.original) / (final_norm * touched.original_norm).clamp_min(_NORM_EPS)
+    cosine = row_dots(final, touched.original) / (final_norm * touched.original_norm).clamp_min(_NORM_EPS)
     drift = (1.0 - cosine).masked_fill(~touched.mask, 0.0).amax(dim=1)
     changed = ((final - touched.start).norm(dim=-1) > params.changed_epsilon).any(dim=1)
     return drift, changed
@@ -636,25 +644,28 @@ def _loss(
     return total, similarities
 
 
-def _row_dots(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+def row_dots(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Part-wise dot products of two (objects × P × D) tensors: (objects × P), one fast batched product."""
     return torch.bmm(a.flatten(0, 1).unsqueeze(1), b.flatten(0, 1).unsqueeze(2)).view(a.shape[:2])
 
 
-def _apply_rails(
+def apply_rails(
     vectors: torch.Tensor,
     original: torch.Tensor,
     original_norm: torch.Tensor,
     part_mask: torch.Tensor,
     params: AdjusterParams,
 ) -> None:
-    """In place: keep each part's original norm (cosine), then pull parts that drifted too far back."""
+    """In place: keep each part's original norm (cosine) or within ``max_norm_ratio`` of it (dot, euclid),
+    then pull parts that drifted too far back."""
     renormalize = params.renormalize and params.metric == "cosine"
+    if params.max_norm_ratio is not None and params.metric != "cosine":
+        _bound_norms(vectors, original_norm, params.max_norm_ratio)
     if not renormalize and params.max_drift is None:
         return
     norm = vectors.norm(dim=-1)  # (objects × P)
     if params.max_drift is not None:
-        along = _row_dots(vectors, original)  # v·o, before any rescaling (cosine is scale-free)
+        along = row_dots(vectors, original)  # v·o, before any rescaling (cosine is scale-free)
         cosine = along / (norm * original_norm).clamp_min(_NORM_EPS)
         over = (cosine < 1.0 - params.max_drift) & part_mask & (original_norm > _NORM_EPS)
     if renormalize:
@@ -663,6 +674,13 @@ def _apply_rails(
     if params.max_drift is None or not bool(over.any()):
         return
     _pull_back(vectors, original, original_norm, norm, over, params.max_drift)
+
+
+def _bound_norms(vectors: torch.Tensor, original_norm: torch.Tensor, ratio: float) -> None:
+    """In place: each part's norm into [original / ratio, original × ratio] (dot and euclid: no hubs)."""
+    norm = vectors.norm(dim=-1)
+    bounded = torch.minimum(torch.maximum(norm, original_norm / ratio), original_norm * ratio)
+    vectors.mul_((bounded / norm.clamp_min(_NORM_EPS)).unsqueeze(-1))
 
 
 def _pull_back(

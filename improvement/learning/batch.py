@@ -244,6 +244,7 @@ class _ProblemLayout:
                 clicked_weights=[candidate.clicked[oid] for oid in clicked_ids],
                 clicked_positions=[position_of[oid] for oid in clicked_ids],
                 negative_positions=[position_of[oid] for oid in candidate.negatives],
+                user=candidate.user_id,
             )
         )
 
@@ -301,6 +302,7 @@ def _subproblem(objects, examples, chosen: Sequence[int]):
                 clicked_weights=example.clicked_weights,
                 clicked_positions=example.clicked_positions,
                 negative_positions=example.negative_positions,
+                user=example.user,
             )
         )
     order = sorted(mapping, key=mapping.get)

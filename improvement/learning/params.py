@@ -12,6 +12,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 METRICS = ("cosine", "dot", "euclid")
+RULES = ("pairwise", "seed")
 
 
 @dataclass(frozen=True)
@@ -19,6 +20,7 @@ class AdjusterParams:
     """Hyper-parameters of one adjustment (defaults come from settings via ``from_settings``)."""
 
     metric: str = "cosine"  # cosine | dot | euclid
+    rule: str = "seed"  # pairwise (v2) | seed (AdamW on the cubic loss)
     lr: float = 1e-3
     weight_decay: float = 0.01
     iterations: int = 10
@@ -30,10 +32,19 @@ class AdjusterParams:
     device: str = "auto"  # auto | cpu | cuda
     num_threads: int | None = None  # torch CPU threads during the call; None = leave torch's setting
     changed_epsilon: float = 1e-6  # an object counts as changed when one of its parts moved (L2) more than this
+    pair_temperature: float = 0.02  # pairwise: temperature of the logistic preference loss
+    pair_margin: float = 0.0  # pairwise: the preference holds once S(c) - S(n) exceeds this
+    max_norm_ratio: float | None = None  # pairwise under dot/euclid: norm within [1/r, r] × the original's
 
     def __post_init__(self):
         if self.metric not in METRICS:
             raise ValueError(f"metric must be one of {', '.join(METRICS)}, not {self.metric!r}")
+        if self.rule not in RULES:
+            raise ValueError(f"rule must be one of {', '.join(RULES)}, not {self.rule!r}")
+        if not self.pair_temperature > 0:
+            raise ValueError("pair_temperature must be > 0")
+        if self.max_norm_ratio is not None and not self.max_norm_ratio >= 1:
+            raise ValueError("max_norm_ratio must be >= 1 or None")
         if self.iterations < 0:
             raise ValueError("iterations must be >= 0")
         if not self.lr > 0:
@@ -58,7 +69,11 @@ class AdjusterParams:
 
         values = {
             "metric": settings.STUDIO_METRIC,
+            "rule": settings.IMPROVEMENT_RULE,
             "lr": settings.IMPROVEMENT_LR,
+            "pair_temperature": settings.IMPROVEMENT_PAIR_TEMPERATURE,
+            "pair_margin": settings.IMPROVEMENT_PAIR_MARGIN,
+            "max_norm_ratio": settings.IMPROVEMENT_MAX_NORM_RATIO if settings.IMPROVEMENT_RULE == "pairwise" else None,
             "weight_decay": settings.IMPROVEMENT_WEIGHT_DECAY,
             "iterations": settings.IMPROVEMENT_ITERATIONS,
             "softmin_temperature": settings.IMPROVEMENT_SOFTMIN_TEMPERATURE,
@@ -83,6 +98,7 @@ class AdjusterParams:
         (Its "all shown-unclicked objects are negatives" is the caller's choice of ``negatives``.)
         """
         values = {
+            "rule": "seed",
             "lr": 0.1,
             "iterations": 10,
             "weight_decay": 0.01,
@@ -90,6 +106,24 @@ class AdjusterParams:
             "position_bias_eta": 0.0,
             "max_drift": None,
             "renormalize": False,
+        }
+        values.update(overrides)
+        return cls(**values)
+
+    @classmethod
+    def studio_v1(cls, **overrides) -> AdjusterParams:
+        """The first version's defaults: the seed rule (AdamW, cubic loss) with lr 1e-3, 10 iterations, the
+        cosine rails (renormalize, drift cap 0.05), softmin T 0.05, η 0."""
+        values = {
+            "rule": "seed",
+            "lr": 1e-3,
+            "iterations": 10,
+            "weight_decay": 0.01,
+            "softmin_temperature": 0.05,
+            "position_bias_eta": 0.0,
+            "max_drift": 0.05,
+            "renormalize": True,
+            "max_norm_ratio": None,
         }
         values.update(overrides)
         return cls(**values)
@@ -118,6 +152,7 @@ class SessionExample:
     clicked_weights: list[float] | None = None  # event weights; None = 1.0 each
     clicked_positions: list[int] | None = None  # 0-based shown positions, for position-bias weights
     negative_positions: list[int] | None = None  # None = negatives are not position-weighted
+    user: str | None = None  # whose session: the pairwise rule normalizes each user's loss by their own sessions
 
 
 @dataclass

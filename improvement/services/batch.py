@@ -28,7 +28,7 @@ from improvement.learning.totals import RunTotals, drift_histogram
 from improvement.models import AttemptOutcome
 from improvement.services.claims import Claim, fence
 from improvement.services.metrics import BatchReport, record_batch
-from studio.catalogue import embedding, personalization
+from studio.catalogue import embedding, personalization, shared
 
 AdjustFn = learning.AdjustFn
 
@@ -77,7 +77,8 @@ class _Batch:
     params: AdjusterParams
     originals: dict[str, personalization.StoredVectors] = field(default_factory=dict)
     verdicts: dict[int, learning.Verdict] = field(default_factory=dict)  # session pk → how it ends
-    candidates: list[learning.Candidate] = field(default_factory=list)  # sessions that may teach
+    candidates: list[learning.Candidate] = field(default_factory=list)  # users' sessions that may teach
+    anonymous: list[learning.Candidate] = field(default_factory=list)  # anonymous ones: the shared tier only
     embedded: dict[int, np.ndarray] = field(default_factory=dict)  # session pk → query embedded now
     problem: learning.Problem | None = None
     result: learning.IsolatedResult | None = None
@@ -122,6 +123,19 @@ def _load_and_plan(work: _Batch) -> None:
         event_weights=settings.IMPROVEMENT_EVENT_WEIGHTS,
         negatives_policy=settings.IMPROVEMENT_NEGATIVES,
     )
+    work.anonymous = [c for c in work.candidates if c.user_id is None]
+    work.candidates = [c for c in work.candidates if c.user_id is not None]
+    for candidate in work.anonymous:
+        work.verdicts[candidate.pk] = _anonymous_verdict(candidate)
+
+
+def _anonymous_verdict(candidate: learning.Candidate) -> learning.Verdict:
+    """An anonymous session teaches the shared tier (its query text, its clicks), or nothing."""
+    if not shared.shared_tier_on():
+        return learning.skipped("anonymous", "anonymous, and the shared tier is off (IMPROVEMENT_SHARED_WEIGHT=0)")
+    if not shared.normalize_query(candidate.text):
+        return learning.skipped("anonymous_without_text", "anonymous with no query text: nothing to share")
+    return learning.Verdict(learning.DONE, "shared", f"taught the shared tier {len(candidate.clicked)} click(s)")
 
 
 def _embed_queries(work: _Batch) -> None:
@@ -170,8 +184,20 @@ def _embed_missing(
 def _build_problem(work: _Batch) -> None:
     """Read the users' current copies of every shown object and lay the batch out for the adjuster."""
     keys = sorted({(c.user_id, work.originals[oid].pk) for c in work.candidates for _, oid in c.shown})
-    copies = personalization.user_copy_vectors(keys=keys)
+    copies = _decayed(personalization.user_copy_vectors(keys=keys), work.originals)
     work.problem = learning.build_problem(candidates=work.candidates, originals=work.originals, copies=copies)
+
+
+def _decayed(copies: dict, originals: dict) -> dict:
+    """The copies relaxed toward their originals by the time since they were last taught (the half-life)."""
+    half_life, now = settings.IMPROVEMENT_HALF_LIFE_DAYS, timezone.now()
+    by_pk = {stored.pk: stored for stored in originals.values()}
+    for (_user, original_pk), copy in copies.items():
+        factor = personalization.decay_factor(taught_at=copy.taught_at, now=now, half_life_days=half_life)
+        original = by_pk.get(original_pk)
+        if factor < 1.0 and original is not None and original.vectors.shape == copy.vectors.shape:
+            copy.vectors = (original.vectors + factor * (copy.vectors - original.vectors)).astype(np.float32)
+    return copies
 
 
 # --- adjust and decide --------------------------------------------------------------------------
@@ -259,13 +285,19 @@ def _write(work: _Batch, clock: StageClock) -> BatchReport:
         with clock("write"):
             present = fence(cursor, claim)
             vanished = [pk for pk in claim.session_pks if pk not in present]
-            writes = _copy_writes(work, gone_users={claim.users[pk] for pk in vanished})
+            replaced = personalization.changed_originals(cursor, versions=_original_versions(work))
+            gone = {claim.users[pk] for pk in vanished} - {None}
+            writes = _copy_writes(work, gone_users=gone, replaced=replaced)
             stored = {pk: v.tolist() for pk, v in work.embedded.items() if pk in present}
             if stored:
                 from clickstream.services import set_query_vectors
 
                 set_query_vectors(vectors=stored)
             written = personalization.write_copies(copies=writes, run_id=claim.run_id)
+            shared.record_votes(votes=_shared_votes(work, present=present, gone_users=gone))
+            personalization.evict_beyond_cap(
+                user_ids=[w.user_id for w in writes], cap=settings.IMPROVEMENT_MAX_COPIES_PER_USER
+            )
             finals = [(pk, work.verdicts[pk]) for pk in claim.session_pks if pk in present]
             _finish_sessions(cursor, claim=claim, finals=finals, vanished=vanished)
         report = _report(claim, finals, vanished=vanished, personalized=len(writes), seconds=clock.seconds)
@@ -273,13 +305,22 @@ def _write(work: _Batch, clock: StageClock) -> BatchReport:
     return report
 
 
-def _copy_writes(work: _Batch, *, gone_users: set[str]) -> list[personalization.CopyWrite]:
-    """The copies to write; none for a user deleted during the run (they are to be forgotten)."""
+def _original_versions(work: _Batch) -> dict[int, object]:
+    """The ``updated_at`` of every original whose copy this batch would write, as read at load."""
+    problem = work.problem
+    keys = (problem.keys[problem.adjusted_keys[i]] for i in work.written)
+    by_pk = {stored.pk: stored.version for stored in work.originals.values()}
+    return {pk: by_pk[pk] for _user, pk in keys}
+
+
+def _copy_writes(work: _Batch, *, gone_users: set[str], replaced: set[int]) -> list[personalization.CopyWrite]:
+    """The copies to write; none for a user deleted during the run (they are to be forgotten), none learned
+    from an original that was re-upserted or deleted since the batch read it (its vectors are not ours)."""
     problem = work.problem
     writes = []
     for k in (problem.adjusted_keys[i] for i in work.written):
         user_id, original_pk = problem.keys[k]
-        if user_id in gone_users:
+        if user_id in gone_users or original_pk in replaced:
             continue
         writes.append(
             personalization.CopyWrite(
@@ -292,6 +333,25 @@ def _copy_writes(work: _Batch, *, gone_users: set[str]) -> list[personalization.
             )
         )
     return writes
+
+
+def _shared_votes(work: _Batch, *, present: set[int], gone_users: set) -> dict:
+    """The shared tier's votes of this batch: every session that taught (users' and anonymous ones) with a
+    query text, still present and not of a user deleted during the run."""
+    if not shared.shared_tier_on():
+        return {}
+    pk_of = {object_id: stored.pk for object_id, stored in work.originals.items()}
+    evidence = [
+        shared.SessionEvidence(
+            voter=shared.voter_of(user_id=c.user_id, session_pk=c.pk),
+            query=shared.normalize_query(c.text),
+            clicked=[pk_of[oid] for oid in c.clicked],
+            skipped=[pk_of[oid] for oid in c.negatives],
+        )
+        for c in (*work.candidates, *work.anonymous)
+        if c.pk in present and c.user_id not in gone_users and work.verdicts[c.pk].status == learning.DONE
+    ]
+    return shared.votes_from_sessions(evidence, skip_weight=settings.IMPROVEMENT_SHARED_SKIP_WEIGHT)
 
 
 def _finish_sessions(cursor, *, claim: Claim, finals: list, vanished: list[int]) -> None:

@@ -50,7 +50,7 @@ class Claim:
 
     run_id: int
     session_pks: list[int]
-    users: dict[int, str]  # session pk → user_id
+    users: dict[int, str | None]  # session pk → user_id (None: anonymous, teaches the shared tier only)
     lease_until: datetime
     claimed_at: datetime
 
@@ -114,7 +114,7 @@ WITH busy AS (
     WHERE {READY_SESSION_SQL}
       AND (%(user)s::text IS NULL OR user_id = %(user)s)
       AND (attempts > 0 AND attempts + 1 >= %(max_attempts)s) = %(last_attempt)s
-      AND user_id NOT IN (SELECT user_id FROM busy)
+      AND (user_id IS NULL OR user_id NOT IN (SELECT user_id FROM busy))
     ORDER BY received_at
     LIMIT %(limit)s
     FOR NO KEY UPDATE SKIP LOCKED
@@ -124,7 +124,7 @@ WITH busy AS (
     RETURNING s.id, s.user_id
 ), recorded AS (
     INSERT INTO improvement_improvementattempt (session_id, user_id, run_id, claimed_at, lease_until, outcome, detail)
-    SELECT id, user_id, %(run)s, %(now)s, %(lease)s, 'processing', '' FROM claimed
+    SELECT id, coalesce(user_id, ''), %(run)s, %(now)s, %(lease)s, 'processing', '' FROM claimed
 )
 SELECT id, user_id FROM claimed ORDER BY id
 """

@@ -24,6 +24,7 @@ from improvement.models import ImprovementRun, RunStatus, RunTrigger
 from improvement.services.batch import AdjustFn, gc_paused, process_claim
 from improvement.services.claims import Claim, LeaseLost, claim_batch, release_claim, release_run_claims
 from improvement.services.metrics import BatchReport, count_on_run
+from studio.catalogue import personalization
 from studio.core.errors import DomainError
 
 logger = logging.getLogger(__name__)
@@ -191,6 +192,7 @@ def execute_run(
         logger.exception("run %s failed", run_id)
         finish_run(run_id=run_id, status=RunStatus.FAILED, error=f"{type(exc).__name__}: {exc}")
         raise
+    personalization.delete_decayed_copies(half_life_days=settings.IMPROVEMENT_HALF_LIFE_DAYS)
     return finish_run(run_id=run_id, status=RunStatus.SUCCEEDED, error=note)
 
 

@@ -70,6 +70,8 @@ class PersonalizedObject(models.Model):
         indexes = [
             # search: all of one user's copies, WHERE user_id = %s
             models.Index(fields=["user_id"], name="personalized_user_idx"),
+            # the decay sweep: copies last taught long ago
+            models.Index(fields=["updated_at"], name="personalized_taught_idx"),
         ]
 
     def __str__(self) -> str:
@@ -92,3 +94,60 @@ class PersonalizedPart(models.Model):
 
     def __str__(self) -> str:
         return f"{self.personalized_id}#{self.index}"
+
+
+class SharedQuery(models.Model):
+    """A normalized query the shared tier has learned for, with how many distinct voters taught it.
+
+    The shared tier (docs/architecture.md, "The shared tier") learns from every session of a query, anonymous
+    ones included, and helps everyone who runs it. ``voters`` normalizes each object's evidence into a rate."""
+
+    query = models.TextField(unique=True, help_text="Lowercased, trimmed, whitespace-collapsed query text.")
+    voters = models.PositiveIntegerField(default=0, help_text="Distinct users (or anonymous sessions) who taught it.")
+    updated_at = models.DateTimeField()
+
+    def __str__(self) -> str:
+        return self.query
+
+
+class SharedVote(models.Model):
+    """One voter's evidence about one object for one normalized query, in [-1, 1]: the shared tier's raw state.
+
+    A voter is a user id, or ``session:<id>`` for an anonymous session; a run adds at most one vote per
+    voter per (query, object), so one user's thousand clicks weigh as one. Forgetting a user deletes
+    their votes, and everything derived is recomputed from the votes that remain."""
+
+    query = models.TextField()
+    object = models.ForeignKey(Object, on_delete=models.CASCADE, related_name="+", db_index=False)
+    voter = models.CharField(max_length=300)
+    vote = models.FloatField()
+    updated_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["query", "object", "voter"], name="sharedvote_query_object_voter_uniq"),
+            models.CheckConstraint(condition=Q(vote__gte=-1.0) & Q(vote__lte=1.0), name="sharedvote_bounded"),
+        ]
+        indexes = [models.Index(fields=["voter"], name="sharedvote_voter_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.query} / {self.object_id} / {self.voter}"
+
+
+class SharedEvidence(models.Model):
+    """The sum of the votes on (query, object) and how many distinct voters cast them; search turns it into
+    a bounded score offset (``studio.catalogue.shared``), applied once ``users`` ≥ IMPROVEMENT_SHARED_MIN_USERS."""
+
+    query = models.TextField()
+    object = models.ForeignKey(Object, on_delete=models.CASCADE, related_name="+", db_index=False)
+    evidence = models.FloatField()
+    users = models.PositiveIntegerField()
+    updated_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["query", "object"], name="sharedevidence_query_object_uniq"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.query} / {self.object_id}"

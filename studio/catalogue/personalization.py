@@ -89,9 +89,11 @@ class StoredVectors:
     pk: int
     vectors: np.ndarray  # (parts × D) float32, in part index order
     is_average: np.ndarray  # (parts,) bool
+    taught_at: object = None  # copies: when a run last wrote it (datetime); originals: None
+    version: object = None  # originals: ``updated_at`` when read, the fence against a re-upsert during a run
 
 
-def _group_parts(rows: list, key_of, dim: int) -> dict:
+def _group_parts(rows: list, key_of, dim: int, *, extra=None) -> dict:
     """Rows ordered by owner then part index → {key: StoredVectors} (one stack for all vectors)."""
     matrix = stack_vectors([row[-1] for row in rows], dim)
     averages = np.fromiter((bool(row[-2]) for row in rows), dtype=bool, count=len(rows))
@@ -101,7 +103,10 @@ def _group_parts(rows: list, key_of, dim: int) -> dict:
         if end == len(rows) or rows[end][0] != rows[start][0]:
             row = rows[start]
             grouped[key_of(row)] = StoredVectors(
-                pk=int(row[0]), vectors=matrix[start:end], is_average=averages[start:end]
+                pk=int(row[0]),
+                vectors=matrix[start:end],
+                is_average=averages[start:end],
+                **(extra(row) if extra else {}),
             )
             start = end
     return grouped
@@ -113,13 +118,24 @@ def original_vectors(*, object_ids: Sequence[str]) -> dict[str, StoredVectors]:
         return {}
     with binary_cursor() as cursor:
         cursor.execute(
-            "SELECT o.id, o.object_id, p.is_average, p.vector FROM studio_object o "
+            "SELECT o.id, o.object_id, o.updated_at, p.is_average, p.vector FROM studio_object o "
             "JOIN studio_objectpart p ON p.object_id = o.id "
             "WHERE o.object_id = ANY(%b::text[]) ORDER BY o.id, p.index",
             [list(object_ids)],
         )
         rows = cursor.fetchall()
-    return _group_parts(rows, lambda row: row[1], settings.STUDIO_EMBEDDING_DIM)
+    return _group_parts(rows, lambda row: row[1], settings.STUDIO_EMBEDDING_DIM, extra=lambda row: {"version": row[2]})
+
+
+def changed_originals(cursor, *, versions: dict[int, object]) -> set[int]:
+    """Of these originals (pk → ``updated_at`` read earlier), those re-upserted or deleted since; the rest
+    are locked ``FOR SHARE`` until the caller's transaction ends, so none can change before it commits."""
+    if not versions:
+        return set()
+    pks = sorted(versions)
+    cursor.execute("SELECT id, updated_at FROM studio_object WHERE id = ANY(%s) ORDER BY id FOR SHARE", [pks])
+    current = dict(cursor.fetchall())
+    return {pk for pk in pks if current.get(pk) != versions[pk]}
 
 
 def user_copy_vectors(*, keys: Sequence[tuple[str, int]]) -> dict[tuple[str, int], StoredVectors]:
@@ -128,7 +144,7 @@ def user_copy_vectors(*, keys: Sequence[tuple[str, int]]) -> dict[tuple[str, int
         return {}
     with binary_cursor() as cursor:
         cursor.execute(
-            "SELECT po.id, po.user_id, po.original_id, pp.is_average, pp.vector "
+            "SELECT po.id, po.user_id, po.original_id, po.updated_at, pp.is_average, pp.vector "
             "FROM unnest(%b::text[], %b::bigint[]) AS k(user_id, original_id) "
             "JOIN studio_personalizedobject po ON po.original_id = k.original_id AND po.user_id = k.user_id "
             "JOIN studio_personalizedpart pp ON pp.personalized_id = po.id "
@@ -136,7 +152,9 @@ def user_copy_vectors(*, keys: Sequence[tuple[str, int]]) -> dict[tuple[str, int
             [[user for user, _ in keys], [int(pk) for _, pk in keys]],
         )
         rows = cursor.fetchall()
-    return _group_parts(rows, lambda row: (row[1], int(row[2])), settings.STUDIO_EMBEDDING_DIM)
+    return _group_parts(
+        rows, lambda row: (row[1], int(row[2])), settings.STUDIO_EMBEDDING_DIM, extra=lambda row: {"taught_at": row[3]}
+    )
 
 
 def cosine_drifts(*, originals: Sequence[np.ndarray], adjusted: Sequence[np.ndarray]) -> np.ndarray:
@@ -193,6 +211,61 @@ ON CONFLICT (original_id, user_id) DO UPDATE SET
     updated_at = EXCLUDED.updated_at
 RETURNING po.id, po.original_id, po.user_id, (po.xmax = 0) AS inserted
 """
+
+
+_EVICT_BEYOND_CAP = """
+WITH ranked AS (
+    SELECT id, row_number() OVER (PARTITION BY user_id ORDER BY updated_at DESC, id DESC) AS n
+    FROM studio_personalizedobject WHERE user_id = ANY(%(users)s)
+),
+doomed AS MATERIALIZED (SELECT id FROM ranked WHERE n > %(cap)s),
+parts AS (DELETE FROM studio_personalizedpart WHERE personalized_id IN (SELECT id FROM doomed))
+DELETE FROM studio_personalizedobject WHERE id IN (SELECT id FROM doomed)
+"""
+
+_DELETE_DECAYED = """
+WITH doomed AS MATERIALIZED (
+    SELECT id FROM studio_personalizedobject
+    WHERE updated_at < %(now)s - make_interval(secs => %(half_life)s)
+      AND drift * power(0.5, extract(epoch FROM %(now)s - updated_at) / %(half_life)s) < %(epsilon)s
+    LIMIT %(limit)s
+),
+parts AS (DELETE FROM studio_personalizedpart WHERE personalized_id IN (SELECT id FROM doomed))
+DELETE FROM studio_personalizedobject WHERE id IN (SELECT id FROM doomed)
+"""
+
+# A copy whose remaining drift from its original (after decay) is below this is the original again.
+DECAYED_EPSILON = 1e-4
+
+
+def evict_beyond_cap(*, user_ids: Sequence[str], cap: int) -> int:
+    """Delete each of these users' copies beyond ``cap``, least recently taught first; how many went.
+
+    Call in the transaction that wrote the copies, so the bound holds at every commit."""
+    if not user_ids or cap <= 0:
+        return 0
+    with connection.cursor() as cursor:
+        cursor.execute(_EVICT_BEYOND_CAP, {"users": sorted(set(user_ids)), "cap": cap})
+        return cursor.rowcount
+
+
+def delete_decayed_copies(*, half_life_days: float, limit: int = 10000) -> int:
+    """Delete (up to ``limit``) copies that decayed back to their original: their drift, halved every
+    ``half_life_days`` since they were last taught, is below ``DECAYED_EPSILON``. 0 days: never."""
+    if half_life_days <= 0:
+        return 0
+    params = {"now": timezone.now(), "half_life": half_life_days * 86400.0, "epsilon": DECAYED_EPSILON, "limit": limit}
+    with connection.cursor() as cursor:
+        cursor.execute(_DELETE_DECAYED, params)
+        return cursor.rowcount
+
+
+def decay_factor(*, taught_at, now, half_life_days: float) -> float:
+    """How much of a copy's learned offset from its original remains: ``0.5 ** (age / half-life)``."""
+    if half_life_days <= 0 or taught_at is None:
+        return 1.0
+    age_days = max((now - taught_at).total_seconds(), 0.0) / 86400.0
+    return 0.5 ** (age_days / half_life_days)
 
 
 def write_copies(*, copies: Sequence[CopyWrite], run_id: int | None) -> WriteReport:

@@ -28,6 +28,7 @@ from django.db import connection, transaction
 
 from clickstream import services as clickstream_services  # catalogue → clickstream (docs/architecture.md)
 from studio.catalogue import embedding
+from studio.catalogue import shared as shared_tier
 from studio.core import db
 from studio.core.errors import DomainError
 
@@ -59,6 +60,7 @@ class SearchHit:
     score: float
     payload: dict
     personalized: bool
+    shared: bool = False  # the shared tier's offset for this query moved it
 
 
 @dataclass
@@ -126,20 +128,21 @@ def _count_matching(*, filter_json: str, cap: int) -> int:
 _SET_EF_SEARCH = "SELECT set_config('hnsw.ef_search', %(ef_search)s, true)"
 
 
-def _ranking_sql(*, op: str, personalized: bool, filtered: bool, exact: bool) -> str:
+def _ranking_sql(*, op: str, personalized: bool, filtered: bool, exact: bool, shared: bool = False) -> str:
     """The ranking statement. Only fixed fragments and the metric's operator are formatted in;
-    every value (vector, user, filter, limits) is a bound parameter."""
+    every value (vector, user, filter, limits, the shared tier's query) is a bound parameter."""
     mine, not_copied = _copies_fragment(op=op, personalized=personalized, filtered=filtered)
     candidates, rescored = _candidates_fragment(op=op, filtered=filtered, exact=exact, not_copied=not_copied)
+    offsets, promoted, shifted = _shared_fragment(op=op, shared=shared, filtered=filtered)
     return f"""
-        WITH {mine}{candidates}
+        WITH {mine}{offsets}{candidates}
         ranked AS (
             SELECT oid, d, false AS personalized FROM cand
             UNION ALL
-            SELECT oid, d, true AS personalized FROM mine
+            SELECT oid, d, true AS personalized FROM mine{promoted}
         ),
         top AS MATERIALIZED (
-            SELECT oid, d, personalized FROM ranked ORDER BY d, oid LIMIT %(need)s
+            {shifted} ORDER BY d, oid LIMIT %(need)s
         ),
         page AS ({rescored}),
         counts AS (
@@ -148,7 +151,7 @@ def _ranking_sql(*, op: str, personalized: bool, filtered: bool, exact: bool) ->
                    (SELECT count(*) FROM mine) AS personalized_count
         )
         SELECT s.ann_parts, s.original_candidates, s.personalized_count,
-               o.object_id, t.d, t.personalized, o.payload
+               o.object_id, t.d, t.personalized, o.payload, t.off
         FROM counts s
         LEFT JOIN page t ON true
         LEFT JOIN studio_object o ON o.id = t.oid
@@ -180,6 +183,26 @@ def _copies_fragment(*, op: str, personalized: bool, filtered: bool) -> tuple[st
     return mine, "NOT EXISTS (SELECT 1 FROM mine m WHERE m.oid = {col})"
 
 
+def _shared_fragment(*, op: str, shared: bool, filtered: bool) -> tuple[str, str, str]:
+    """The shared tier's ``offsets`` CTE, the candidates it promotes (ranked even when the index would not
+    return them), and the ``top`` selection with each object's offset subtracted from its distance."""
+    if not shared:
+        return "", "", "SELECT oid, d, personalized, NULL::float8 AS off FROM ranked"
+    offsets = f"""
+        offsets AS MATERIALIZED ({shared_tier.OFFSETS_SQL}),"""
+    promoted = f"""
+            UNION ALL
+            SELECT s.oid, (SELECT min(p.vector {op} %(q)s::vector) FROM studio_objectpart p WHERE p.object_id = s.oid),
+                   false
+            FROM offsets s
+            {"JOIN studio_object so ON so.id = s.oid AND so.payload @> %(filter)s::jsonb" if filtered else ""}
+            WHERE s.off > 0 AND NOT EXISTS (SELECT 1 FROM cand c WHERE c.oid = s.oid)
+              AND NOT EXISTS (SELECT 1 FROM mine m WHERE m.oid = s.oid)"""
+    shifted = """SELECT r.oid, r.d - coalesce(s.off, 0) AS d, r.personalized, s.off
+            FROM ranked r LEFT JOIN offsets s ON s.oid = r.oid WHERE r.d IS NOT NULL"""
+    return offsets, promoted, shifted
+
+
 def _candidates_fragment(*, op: str, filtered: bool, exact: bool, not_copied: str) -> tuple[str, str]:
     """The ``ann`` and ``cand`` CTEs (originals' candidates) and the page's re-scoring query."""
     if exact:
@@ -192,7 +215,7 @@ def _candidates_fragment(*, op: str, filtered: bool, exact: bool, not_copied: st
             GROUP BY p.object_id
         ),"""
         # every part of every candidate was scored: the distances are already exact
-        return candidates, "SELECT oid, d, personalized FROM top"
+        return candidates, "SELECT oid, d, personalized, off FROM top"
     # The HNSW scan stands alone so that the planner uses the index; filters apply to its output.
     candidates = f"""
         ann AS MATERIALIZED (
@@ -210,10 +233,10 @@ def _candidates_fragment(*, op: str, filtered: bool, exact: bool, not_copied: st
     # The page's originals are re-scored over ALL their parts (the index may have returned only some
     # of a multi-part object's parts), so that every distance shown is exact: need lookups, not ef.
     rescored = f"""
-            SELECT t.oid, t.personalized,
+            SELECT t.oid, t.personalized, t.off,
                    CASE WHEN t.personalized THEN t.d
                         ELSE (SELECT min(p.vector {op} %(q)s::vector) FROM studio_objectpart p
-                              WHERE p.object_id = t.oid)
+                              WHERE p.object_id = t.oid) - coalesce(t.off, 0)
                    END AS d
             FROM top t"""
     return candidates, rescored
@@ -251,12 +274,14 @@ def search_objects(
     offset: int = 0,
     filter: dict | None = None,
     exact: bool = False,
+    query_text: str | None = None,
 ) -> SearchResult:
     """Rank the catalogue for ``query_vector`` as ``user_id`` sees it; the page ``offset … offset+limit``.
 
     ``query_vector`` must already be validated (``studio.core.vectors.validate_vector``). ``filter`` is
     equality on top-level payload keys. ``exact=True`` scans everything (no index): the reference
-    ranking for tests and benchmarks.
+    ranking for tests and benchmarks. ``query_text`` keys the shared tier: its offsets for that
+    (normalized) query shift the distances, for every user and anonymous search alike.
     """
     if not 1 <= limit <= MAX_LIMIT:
         raise ValueError(f"limit must be in 1..{MAX_LIMIT}")
@@ -272,6 +297,10 @@ def search_objects(
         params={"q": vector_literal(query_vector), "user_id": user_id, "need": offset + limit},
         meta={"metric": metric, "limit": limit, "offset": offset, "filter": filter or {}},
     )
+    shared_query = shared_tier.normalize_query(query_text) if shared_tier.shared_tier_on() else ""
+    if shared_query:
+        ranking.shared = True
+        ranking.params.update(shared_tier.offset_params(query=shared_query))
     if filter:
         _plan_filter(ranking, filter)
     rows = _rank_until_the_page_is_full(ranking)
@@ -291,6 +320,7 @@ class _Ranking:
     meta: dict
     ef_search: int | None = None
     attempts: int = 0
+    shared: bool = False  # the shared tier applies (a text query, the tier on)
 
 
 def _plan_filter(ranking: _Ranking, filter: dict) -> None:
@@ -313,7 +343,11 @@ def _rank_until_the_page_is_full(ranking: _Ranking) -> list[tuple]:
             ranking.ef_search = initial_ef_search(need=ranking.need)
         ranking.params["parts"] = ranking.ef_search
         sql = _ranking_sql(
-            op=ranking.op, personalized=ranking.personalized, filtered=ranking.filtered, exact=ranking.exact
+            op=ranking.op,
+            personalized=ranking.personalized,
+            filtered=ranking.filtered,
+            exact=ranking.exact,
+            shared=ranking.shared,
         )
         rows = _run_ranking(sql=sql, params=ranking.params, ef_search=None if ranking.exact else ranking.ef_search)
         ann_parts, original_candidates, personalized_count = rows[0][0], rows[0][1], rows[0][2]
@@ -359,8 +393,11 @@ def _page_hits(rows: list[tuple], *, offset: int, limit: int, metric: str) -> li
             score=score_from_distance(float(distance), metric=metric),
             payload=_as_dict(payload),
             personalized=bool(is_personalized),
+            shared=shift is not None,
         )
-        for position, (object_id, distance, is_personalized, payload) in enumerate(ranked[offset : offset + limit])
+        for position, (object_id, distance, is_personalized, payload, shift) in enumerate(
+            ranked[offset : offset + limit]
+        )
     ]
 
 
@@ -409,12 +446,15 @@ def search_and_track(
     returned with their scores; ``clickstream.services.SessionConflict`` propagates untouched
     (nothing is registered then).
     """
-    if query_vector is None:
+    given_vector = query_vector is not None
+    if not given_vector:
         if not embedding.embedder_enabled():
             raise EmbedderDisabled()
         query_vector = embedding.embed_text(query or "").tolist()
-    result = search_objects(query_vector=query_vector, user_id=user_id, limit=limit, offset=offset, filter=filter)
-    result.meta["query_source"] = "vector" if query is None else "text"
+    result = search_objects(
+        query_vector=query_vector, user_id=user_id, limit=limit, offset=offset, filter=filter, query_text=query
+    )
+    result.meta["query_source"] = "vector" if given_vector else "text"
     if not track:
         return SearchOutcome(session_id=session_id, hits=result.hits, meta=result.meta)
     session_id = session_id or uuid.uuid4().hex
@@ -436,7 +476,12 @@ def _register(*, session_id: str, user_id: str | None, query: str | None, query_
             clickstream_services.ShownResultInput(
                 object_id=hit.object_id,
                 score=hit.score,
-                meta={"rank": hit.rank, "distance": hit.distance, "personalized": hit.personalized},
+                meta={
+                    "rank": hit.rank,
+                    "distance": hit.distance,
+                    "personalized": hit.personalized,
+                    "shared": hit.shared,
+                },
             )
             for hit in result.hits
         ],

@@ -46,6 +46,9 @@ class SearchResultSerializer(serializers.Serializer):
     score = serializers.FloatField(help_text="cosine: cos; dot: q·p; euclid: −distance.")
     payload = serializers.JSONField()
     personalized = serializers.BooleanField(help_text="Ranked by this user's personalized copy.")
+    shared = serializers.BooleanField(
+        help_text="Moved by the shared tier: what everyone's clicks on this query taught (its offset is in distance)."
+    )
 
 
 class SearchApi(APIView):
@@ -57,7 +60,9 @@ class SearchApi(APIView):
     @extend_schema_serializer(component_name="SearchInput")
     class InputSerializer(StrictSerializer):
         query = serializers.CharField(
-            required=False, max_length=settings.STUDIO_MAX_TEXT_CHARS, help_text="Text, embedded by the server."
+            required=False,
+            max_length=settings.STUDIO_MAX_TEXT_CHARS,
+            help_text="Text, embedded by the server (unless query_vector is given too); it also keys the shared tier.",
         )
         # Parsed by studio.core.vectors rather than a ListField of FloatFields: ~20× faster for 384 numbers.
         query_vector = VectorField(
@@ -114,10 +119,9 @@ class SearchApi(APIView):
             return value
 
         def validate(self, attrs):
-            given = [name for name in ("query", "query_vector") if attrs.get(name) is not None]
-            if len(given) != 1:
-                message = "Send exactly one of query or query_vector."
-                raise serializers.ValidationError({name: [message] for name in (given or ["query", "query_vector"])})
+            if attrs.get("query") is None and attrs.get("query_vector") is None:
+                message = "Send query, query_vector, or both (the vector ranks; the text keys the shared tier)."
+                raise serializers.ValidationError({name: [message] for name in ("query", "query_vector")})
             return attrs
 
     @extend_schema_serializer(component_name="SearchOutput")
@@ -165,6 +169,7 @@ class SearchApi(APIView):
                 "score": hit.score,
                 "payload": hit.payload,
                 "personalized": hit.personalized,
+                "shared": hit.shared,
             }
             for hit in outcome.hits
         ]

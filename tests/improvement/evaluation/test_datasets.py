@@ -17,25 +17,38 @@ def test_beir_reader(tmp_path):
     data = load_beir(tmp_path, users=4, queries_per_user=1, related_per_user=2, seed=0)
     assert len(data.objects) == 6 and data.objects[0].text == "Doc 0. text 0"
     assert set(data.queries) == {"q1", "q2", "q3", "q4"}  # q5 has no judgment
-    assert data.views == ("seen", "related")
-    for user in data.users:
+    assert data.views == ("seen", "related", "cold")
+    trainees = [user for user in data.users if user.train]
+    cold = [user for user in data.users if not user.train]
+    assert len(trainees) == 4 and len(cold) == 1
+    trained_queries = {q for user in trainees for q, _ in user.train}
+    for user in cold:  # never clicks, never searches in training; scored on queries the others trained
+        assert not user.clicks and set(user.views) == {"cold"}
+        assert {q for q, _ in user.views["cold"]} <= trained_queries
+    for user in trainees:
         trained = {q for q, _ in user.train}
         related = {q for q, _ in user.views["related"]}
         assert len(trained) == 1 and not trained & related  # nobody trains on a related query
         for q, relevance in user.views["seen"] + user.views["related"]:
             assert all(g >= 1 for g in relevance.values()) and "missing-doc" not in relevance
     # Every user draws from the same training half of the judged queries.
-    pools = {q for user in data.users for q, _ in user.train}
-    assert not pools & {q for user in data.users for q, _ in user.views["related"]}
+    pools = {q for user in trainees for q, _ in user.train}
+    assert not pools & {q for user in trainees for q, _ in user.views["related"]}
     with pytest.raises(FileNotFoundError):
         load_beir(tmp_path / "nowhere")
 
 
 def test_movielens_reader_splits_ratings_by_time():
     data = load_movielens(users=30, seed=0)
-    assert len(data.users) == 30 and len(data.objects) == 1682
-    assert data.views == ("seen", "reworded", "related", "held_out")
-    for user in data.users:
+    trainees = [user for user in data.users if user.train]
+    cold = [user for user in data.users if not user.train]
+    assert len(trainees) == 30 and len(cold) == 7 and len(data.objects) == 1682
+    assert data.views == ("seen", "reworded", "related", "held_out", "cold")
+    trained_queries = {q for user in trainees for q, _ in user.train}
+    assert not {u.user_id.removeprefix("cold-") for u in cold} & {u.user_id for u in trainees}  # other people
+    for user in cold:
+        assert not user.clicks and {q for q, _ in user.views["cold"]} <= trained_queries
+    for user in trainees:
         seen = dict(user.views["seen"])
         for qid, train_relevance in user.train:
             assert qid.startswith("g:") and data.queries[qid].endswith(" movies")

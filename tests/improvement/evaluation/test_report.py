@@ -34,7 +34,13 @@ def test_report_shape(tmp_path):
     )
     report = build_report(dataset=dataset, outcomes=_fake_outcomes(dataset), params={"users": 5}, runtime_seconds=1.234)
     assert list(report)[:5] == ["dataset", "params", "arms", "guards", "runtime_seconds"]
-    assert set(report["guards"]) == {"other_users_unchanged", "anonymous_unchanged", "drift_ok"}
+    assert set(report["guards"]) == {
+        "other_users_unchanged",
+        "anonymous_unchanged",
+        "drift_ok",
+        "single_user_invisible",
+        "forget_exact",
+    }
     assert report["guards"]["drift_ok"] is True  # Embedding Studio runs without rails: not guarded
     for arm in ("no_feedback", "studio", "embedding_studio"):
         view = report["arms"][arm]["seen"]

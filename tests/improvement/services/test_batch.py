@@ -31,16 +31,19 @@ def test_skip_reasons_are_recorded(world, settings):
     click(gone, "ghost1")
     clicked_gone = register(user_id="u5", shown=[order[0], "ghost3"], query_vector=q)
     click(clicked_gone, "ghost3")
-    register(user_id=None, shown=order[:3], query_vector=q)  # anonymous: never claimed
+    anonymous = register(user_id=None, shown=order[:3], query_vector=q)  # claimed: it may teach the shared tier
+    click(anonymous, order[1])
 
     run = run_improvement()
-    assert run.claimed == 5 and run.used == 0
+    assert run.claimed == 6 and run.used == 0
     assert run.skipped == {"irrelevant": 1, "no_click": 2, "objects_gone": 1, "clicked_objects_gone": 1}
     statuses = dict(Session.objects.values_list("user_id", "improvement_status"))
-    assert statuses == {**dict.fromkeys(("u", "u2", "u3", "u4", "u5"), "skipped"), None: "pending"}
+    assert statuses == {**dict.fromkeys(("u", "u2", "u3", "u4", "u5"), "skipped"), None: "done"}
+    assert Session.objects.get(pk=anonymous.pk).improvement_detail.startswith("taught the shared tier")
     assert "deleted" in Session.objects.get(pk=gone.pk).improvement_detail
     assert not PersonalizedObject.objects.exists()
-    assert set(ImprovementAttempt.objects.values_list("outcome", flat=True)) == {AttemptOutcome.SKIPPED}
+    outcomes = sorted(ImprovementAttempt.objects.values_list("outcome", flat=True))
+    assert outcomes == [AttemptOutcome.DONE] + [AttemptOutcome.SKIPPED] * 5
 
 
 def test_event_weights_admit_listed_types(world, settings):

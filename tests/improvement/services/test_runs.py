@@ -23,7 +23,22 @@ from tests.improvement.support import (
 )
 
 
-def test_a_click_moves_the_clicked_object_up_for_that_user_only(world):
+@pytest.fixture(params=["pairwise", "seed"])
+def rule(request, settings):
+    """Each learning rule with its default learning rate (the pairwise rule is the default)."""
+    settings.IMPROVEMENT_RULE = request.param
+    settings.IMPROVEMENT_LR = {"pairwise": 0.3, "seed": 1e-3}[request.param]
+    return request.param
+
+
+@pytest.fixture
+def seed_rule(settings):
+    """The seed rule (AdamW on the cubic loss), as the first version ran it."""
+    settings.IMPROVEMENT_RULE = "seed"
+    settings.IMPROVEMENT_LR = 1e-3
+
+
+def test_a_click_moves_the_clicked_object_up_for_that_user_only(world, rule):
     query = world["query"]
     order = ranking(query, None)
     target = order[3]
@@ -48,14 +63,14 @@ def test_a_click_moves_the_clicked_object_up_for_that_user_only(world):
     assert run.metrics["pushed_similarity_change"] < 0  # above_last_click pushes the three above
     assert 0 < run.metrics["drift_max"] <= 0.05 + 1e-4
     assert run.sessions_per_second > 0 and run.duration_seconds > 0
-    assert run.parameters["negatives"] == "above_last_click" and run.parameters["lr"] == pytest.approx(1e-3)
+    assert run.parameters["negatives"] == "above_last_click" and run.parameters["rule"] == rule
     copy = PersonalizedObject.objects.get(user_id="alice", original__object_id=target)
     assert copy.object_id == f"{target}_alice" and copy.updates == 1 and copy.last_run == run.pk
     attempt = ImprovementAttempt.objects.get(session=session)
     assert (attempt.outcome, attempt.run_id) == (AttemptOutcome.DONE, run.pk)
 
 
-def test_learning_accumulates_over_runs(world):
+def test_learning_accumulates_over_runs_under_the_seed_rule(world, seed_rule):
     query = world["query"]
     order = ranking(query, None)
     target = order[5]

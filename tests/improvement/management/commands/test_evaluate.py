@@ -32,13 +32,19 @@ def test_test_size_evaluation_beats_no_feedback_and_keeps_guards(tmp_path, unblo
     )
     report = json.loads((out / "report.json").read_text())
     assert set(report) >= {"dataset", "params", "arms", "guards", "runtime_seconds"}
-    assert set(report["arms"]) == {"no_feedback", "embedding_studio", "studio", "oracle"}
-    assert set(report["arms"]["studio"]) == {"seen", "related"}
+    arms = {"no_feedback", "embedding_studio", "studio_v1", "studio_personal", "studio", "oracle"}
+    assert set(report["arms"]) == arms
+    assert set(report["arms"]["studio"]) == {"seen", "related", "cold"}
+    assert set(report["arms"]["studio"]["seen"]) >= {"ndcg@10", "delta", "evicted_relevant", "evicted_untouched"}
 
     seen = report["arms"]["studio"]["seen"]["delta"]["ndcg@10"]
     assert seen["low"] > 0, seen  # studio defaults beat no feedback on the repeated queries
     assert report["arms"]["oracle"]["seen"]["delta"]["ndcg@10"]["mean"] > 0
-    assert report["guards"] == {"other_users_unchanged": True, "anonymous_unchanged": True, "drift_ok": True}
+    # The shared tier helps users who never clicked (the cold view) …
+    assert report["arms"]["studio"]["cold"]["delta"]["ndcg@10"]["low"] > 0
+    assert report["arms"]["studio_personal"]["cold"]["delta"]["ndcg@10"]["mean"] == 0  # … copies alone cannot
+    guards = ("other_users_unchanged", "anonymous_unchanged", "drift_ok", "single_user_invisible", "forget_exact")
+    assert report["guards"] == dict.fromkeys((*guards, "anonymous_not_worse"), True)
 
     details = report["arm_details"]
     assert details["studio"]["events_recorded"] > 0 and details["studio"]["improvement_runs"] == 3

@@ -1,0 +1,211 @@
+"""The v2 learning rule: pairwise preferences, plain gradient steps, per-user normalization.
+
+``adjuster.adjust`` calls ``train`` when ``params.rule == "pairwise"``; the input checks, the rails and
+the result are the adjuster's (docs/architecture.md, "The learning rule"). Per session with query ``q``:
+
+    pairs      = {(c, n): c clicked, n shown above c and not clicked}           (cascade)
+    S(q, o)    = Σ_p softmax(s(q, ·) / T_parts)_p · s(q, p)                        (as the seed rule)
+    ℓ(c, n)    = τ · softplus((m − (S(q, c) − S(q, n))) / τ)                      (stops once c beats n by m)
+    weight     = event weight(c) · (position(c) + 1)^η / |pairs of c| / |sessions of the user|
+    loss       = Σ_pairs weight · ℓ(c, n)
+
+minimised by ``params.iterations`` plain gradient steps ``v ← v − lr · ∂loss/∂v`` (no Adam: the step
+follows the gradient, so weights, propensities and evidence counts scale the update), the rails after
+each step. Every parameter belongs to one (user, object) and each user's loss is divided by that user's
+own sessions, so what a run writes for a user does not depend on who else shares the batch.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+
+import numpy as np
+import torch  # noqa: TID253  the pairwise engine; imported only when a batch is adjusted under this rule
+
+from improvement.learning.adjuster import (
+    Outcome,
+    apply_rails,
+    drift_and_changed,
+    empty_outcome,
+    final_vectors,
+    touched_objects,
+    zero_metrics,
+)
+from improvement.learning.params import AdjusterParams, SessionExample
+
+_NORM_EPS = 1e-12
+
+
+@dataclass
+class _Pairs:
+    """The batch's preferences: each pair a winner term over a loser term; a term is one (session, object)."""
+
+    term_object: np.ndarray  # (terms,) local object index
+    term_session: np.ndarray  # (terms,) index into the sessions
+    winner: np.ndarray  # (pairs,) term index
+    loser: np.ndarray  # (pairs,) term index
+    weight: np.ndarray  # (pairs,) float32
+    touched: np.ndarray  # (touched,) sorted global object indices
+
+
+def train(
+    start_all: np.ndarray,
+    original_all: np.ndarray,
+    mask_all: np.ndarray,
+    queries: np.ndarray,
+    sessions: list[SessionExample],
+    failed: dict[int, str],
+    params: AdjusterParams,
+    device: torch.device,
+) -> Outcome:
+    """One training over the sessions not failed: lay out the pairs, step, check and measure the result."""
+    torch.manual_seed(params.seed)
+    pairs = lay_out_pairs(sessions, failed, eta=params.position_bias_eta)
+    metrics = zero_metrics()
+    if pairs is None:
+        return empty_outcome(start_all, metrics)
+    touched = touched_objects(start_all, original_all, mask_all, pairs.touched, device)
+    terms = _Terms.build(pairs, queries, params, device)
+    vectors = touched.start.clone()
+    loss_before, before = _loss(vectors, terms, touched.pad_mask, params)
+    for _ in range(params.iterations):
+        vectors.requires_grad_(True)
+        loss, _ = _loss(vectors, terms, touched.pad_mask, params)
+        (gradient,) = torch.autograd.grad(loss, vectors)
+        with torch.no_grad():
+            vectors = vectors - params.lr * gradient
+            apply_rails(vectors, touched.original, touched.original_norm, touched.mask, params)
+    with torch.no_grad():
+        final, final_norm = final_vectors(vectors.detach(), touched)
+        bad = _non_finite_sessions(final_norm, pairs)
+        if bad:
+            return Outcome(pairs.touched, touched.start_np, np.zeros(0, dtype=bool), np.zeros(0), {}, bad)
+        loss_after, after = _loss(final, terms, touched.pad_mask, params)
+        drift, changed = drift_and_changed(final, final_norm, touched, params)
+    _add_metrics(metrics, pairs, float(loss_before), float(loss_after), before, after)
+    arrays = (final.cpu().numpy(), changed.cpu().numpy(), drift.cpu().numpy().astype(np.float64))
+    return Outcome(pairs.touched, *arrays, metrics, set())
+
+
+def lay_out_pairs(sessions: list[SessionExample], failed: dict[int, str], *, eta: float) -> _Pairs | None:
+    """The preferences of the sessions not failed, weighted; None when there is none."""
+    raw = [(si, *pair) for si in range(len(sessions)) if si not in failed for pair in session_pairs(sessions[si], eta)]
+    if not raw:
+        return None
+    sessions_of = Counter(_user_key(sessions[si], si) for si in {row[0] for row in raw})
+    table = np.asarray([(si, c, n) for si, c, n, _ in raw], dtype=np.int64)
+    weight = np.asarray([w / sessions_of[_user_key(sessions[si], si)] for si, _, _, w in raw], dtype=np.float32)
+    # Terms: distinct (session, object) over winners and losers, so each similarity is computed once.
+    keys = np.concatenate([table[:, [0, 1]], table[:, [0, 2]]])
+    unique_keys, inverse = np.unique(keys, axis=0, return_inverse=True)
+    inverse = inverse.reshape(-1)
+    touched, term_object = np.unique(unique_keys[:, 1], return_inverse=True)
+    return _Pairs(
+        term_object=term_object.reshape(-1),
+        term_session=unique_keys[:, 0],
+        winner=inverse[: len(table)],
+        loser=inverse[len(table) :],
+        weight=weight,
+        touched=touched,
+    )
+
+
+def session_pairs(session: SessionExample, eta: float) -> list[tuple[int, int, float]]:
+    """One session's preferences ``(clicked, skipped, weight)``: each clicked object over each negative shown
+    above it (all negatives when positions are not known), weighted ``event weight · (position + 1)^η``
+    shared among that click's pairs."""
+    pairs = []
+    for k, clicked in enumerate(session.clicked):
+        position = None if session.clicked_positions is None else int(session.clicked_positions[k])
+        losers = [
+            n
+            for j, n in enumerate(session.negatives)
+            if position is None or session.negative_positions is None or session.negative_positions[j] < position
+        ]
+        if not losers:
+            continue
+        weight = 1.0 if session.clicked_weights is None else float(session.clicked_weights[k])
+        if eta > 0 and position is not None:
+            weight *= (position + 1) ** eta
+        pairs.extend((int(clicked), int(n), weight / len(losers)) for n in losers)
+    return pairs
+
+
+def _user_key(session: SessionExample, index: int) -> tuple:
+    """Whose loss a session belongs to: its user, or (no user given) the session alone."""
+    return ("user", session.user) if session.user is not None else ("session", index)
+
+
+@dataclass
+class _Terms:
+    """The pairs on the device: per term its object and query, per pair its winner, loser and weight."""
+
+    object_index: torch.Tensor
+    query: torch.Tensor  # (terms × D), unit length for cosine
+    winner: torch.Tensor
+    loser: torch.Tensor
+    weight: torch.Tensor
+
+    @classmethod
+    def build(cls, pairs: _Pairs, queries: np.ndarray, params: AdjusterParams, device: torch.device) -> _Terms:
+        query = torch.from_numpy(np.ascontiguousarray(queries[pairs.term_session])).to(device)
+        if params.metric == "cosine":
+            query = query / query.norm(dim=-1, keepdim=True).clamp_min(_NORM_EPS)
+        tensor = lambda array: torch.from_numpy(array).to(device)  # noqa: E731
+        return cls(tensor(pairs.term_object), query, tensor(pairs.winner), tensor(pairs.loser), tensor(pairs.weight))
+
+
+def _loss(
+    vectors: torch.Tensor, terms: _Terms, part_mask: torch.Tensor | None, params: AdjusterParams
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The weighted pairwise loss and every term's object similarity S(q, o)."""
+    similarity = _similarity(vectors, terms, part_mask, params)
+    gap = similarity[terms.winner] - similarity[terms.loser]
+    tau = params.pair_temperature
+    per_pair = tau * torch.nn.functional.softplus((params.pair_margin - gap) / tau)
+    return (terms.weight * per_pair).sum(), similarity.detach()
+
+
+def _similarity(
+    vectors: torch.Tensor, terms: _Terms, part_mask: torch.Tensor | None, params: AdjusterParams
+) -> torch.Tensor:
+    """Per term S(q, o): the soft best part of s(q, p) = cosine | dot | −euclidean."""
+    rows = vectors.index_select(0, terms.object_index)  # (terms × P × D)
+    dots = torch.bmm(rows, terms.query.unsqueeze(-1)).squeeze(-1)  # (terms × P)
+    if params.metric == "cosine":
+        part = dots / rows.norm(dim=-1).clamp_min(_NORM_EPS)
+    elif params.metric == "dot":
+        part = dots
+    else:
+        squared = (rows * rows).sum(-1) - 2 * dots + (terms.query * terms.query).sum(-1, keepdim=True)
+        part = -squared.clamp_min(_NORM_EPS).sqrt()
+    if part.shape[1] == 1:
+        return part[:, 0]
+    logits = part / params.softmin_temperature
+    if part_mask is not None:
+        mask = part_mask.index_select(0, terms.object_index)
+        logits = logits.masked_fill(~mask, float("-inf"))
+        part = part.masked_fill(~mask, 0.0)
+    return (torch.softmax(logits, dim=-1) * part).sum(dim=-1)
+
+
+def _non_finite_sessions(final_norm: torch.Tensor, pairs: _Pairs) -> set[int]:
+    """The sessions with a term on an object that came out non-finite."""
+    finite = torch.isfinite(final_norm).all(dim=1).cpu().numpy()
+    if finite.all():
+        return set()
+    return {int(si) for si in np.unique(pairs.term_session[~finite[pairs.term_object]])}
+
+
+def _add_metrics(
+    metrics: dict, pairs: _Pairs, loss_before: float, loss_after: float, before: torch.Tensor, after: torch.Tensor
+) -> None:
+    """Losses, pair counts, and the mean similarity of winners (clicked) and losers (negative) before and after."""
+    metrics.update(loss_before=loss_before, loss_after=loss_after)
+    for kind, index in (("clicked", pairs.winner), ("negative", pairs.loser)):
+        terms = torch.from_numpy(np.unique(index)).to(before.device)
+        metrics[f"{kind}_pairs"] = int(len(index))
+        metrics[f"{kind}_similarity_before"] = float(before[terms].mean())
+        metrics[f"{kind}_similarity_after"] = float(after[terms].mean())
+        metrics[f"{kind}_similarity_change"] = float(after[terms].mean() - before[terms].mean())

@@ -1,0 +1,155 @@
+"""improvement.learning.pairwise: the v2 rule — preferences, steps that follow the gradient, per-user
+normalization, norm rails under dot and euclid (no database: the engine on its own)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from improvement.learning.adjuster import adjust
+from improvement.learning.pairwise import session_pairs
+from improvement.learning.params import AdjusterParams, ObjectVectors, SessionExample
+
+D = 32
+PAIRWISE = AdjusterParams(rule="pairwise", lr=0.3, iterations=10, max_drift=0.05, max_norm_ratio=1.25)
+
+
+def unit(v: np.ndarray) -> np.ndarray:
+    return (v / np.linalg.norm(v, axis=-1, keepdims=True)).astype(np.float32)
+
+
+def page(rng, query: np.ndarray, n: int = 10) -> list[ObjectVectors]:
+    """``n`` objects near ``query``, best first (as a search would have shown them)."""
+    vectors = unit(query[None, :] * 0.6 + rng.normal(size=(n, D)) * 0.08)
+    vectors = vectors[np.argsort(-(vectors @ query))]
+    return [ObjectVectors(start=v[None, :].copy(), original=v[None, :].copy()) for v in vectors]
+
+
+def click_at(position: int, *, offset: int = 0, user: str | None = "u", weight: float = 1.0, query=None):
+    """A session that clicked the object shown at ``position`` of a page of ten (objects ``offset``…)."""
+    return SessionExample(
+        query=query,
+        clicked=[offset + position],
+        negatives=[offset + p for p in range(10) if p != position],
+        clicked_positions=[position],
+        negative_positions=[p for p in range(10) if p != position],
+        clicked_weights=[weight],
+        user=user,
+    )
+
+
+def cosine(a: np.ndarray, b: np.ndarray) -> float:
+    return float(a.ravel() @ b.ravel() / np.linalg.norm(a) / np.linalg.norm(b))
+
+
+def test_pairs_are_each_click_over_the_skipped_results_above_it():
+    session = SessionExample(
+        query=np.ones(D, np.float32),
+        clicked=[2, 5],
+        negatives=[0, 1, 3, 4],
+        clicked_positions=[2, 5],
+        negative_positions=[0, 1, 3, 4],
+        clicked_weights=[1.0, 2.0],
+    )
+    assert session_pairs(session, eta=0.0) == [
+        (2, 0, 0.5),
+        (2, 1, 0.5),
+        (5, 0, 0.5),
+        (5, 1, 0.5),
+        (5, 3, 0.5),
+        (5, 4, 0.5),
+    ]
+    # η = 1: the click at position 2 weighs (2 + 1)^1
+    assert session_pairs(session, eta=1.0)[:2] == [(2, 0, 1.5), (2, 1, 1.5)]
+    top = SessionExample(query=session.query, clicked=[0], negatives=[1], clicked_positions=[0], negative_positions=[1])
+    assert session_pairs(top, eta=0.0) == []  # a click on the first result says nothing to fix
+
+
+def test_a_click_lifts_its_object_past_the_ones_above_and_pushes_them_only_a_little():
+    rng = np.random.default_rng(0)
+    query = unit(rng.normal(size=D))
+    objects = page(rng, query)
+    result = adjust(objects=objects, sessions=[click_at(6, query=query)], params=PAIRWISE)
+    before = [cosine(query, o.start) for o in objects]
+    after = [cosine(query, v) for v in result.vectors]
+    assert after[6] > max(after[:6])  # the preference holds
+    assert all(before[p] - after[p] < 0.5 * (after[6] - before[6]) for p in range(6))  # the others move less
+    assert after[7:] == pytest.approx(before[7:])  # below the click: not examined, untouched
+    assert max(1 - cosine(v, o.original) for v, o in zip(result.vectors, objects, strict=True)) <= 0.05 + 1e-5
+
+
+def test_a_users_vectors_do_not_depend_on_who_else_is_in_the_batch():
+    rng = np.random.default_rng(1)
+    query = unit(rng.normal(size=D))
+    alice = page(rng, query)
+    alone = adjust(objects=alice, sessions=[click_at(4, query=query, user="alice")], params=PAIRWISE)
+    objects, sessions = list(alice), [click_at(4, query=query, user="alice")]
+    for n in range(2000):
+        other_query = unit(rng.normal(size=D))
+        sessions.append(click_at(int(rng.integers(1, 10)), offset=len(objects), user=f"u{n}", query=other_query))
+        objects += page(rng, other_query)
+    crowded = adjust(objects=objects, sessions=sessions, params=PAIRWISE)
+    difference = max(float(np.abs(a - b).max()) for a, b in zip(alone.vectors, crowded.vectors[:10], strict=True))
+    assert difference <= 1e-5
+
+
+def test_a_users_many_sessions_are_normalized_by_their_count():
+    rng = np.random.default_rng(2)
+    query = unit(rng.normal(size=D))
+    objects = page(rng, query)
+    once = adjust(objects=objects, sessions=[click_at(5, query=query)], params=PAIRWISE)
+    many = adjust(objects=objects, sessions=[click_at(5, query=query)] * 50, params=PAIRWISE)
+    assert max(float(np.abs(a - b).max()) for a, b in zip(once.vectors, many.vectors, strict=True)) <= 1e-5
+
+
+def test_event_weights_scale_the_step():
+    rng = np.random.default_rng(3)
+    query = unit(rng.normal(size=D))
+    objects = page(rng, query)
+    one_step = PAIRWISE.with_(lr=0.1, iterations=1)
+    moved = {}
+    for weight in (1.0, 3.0):
+        result = adjust(objects=objects, sessions=[click_at(6, query=query, weight=weight)], params=one_step)
+        moved[weight] = float(np.linalg.norm(result.vectors[6] - objects[6].start))
+    assert moved[3.0] >= 2 * moved[1.0] > 0
+
+
+@pytest.mark.parametrize("metric", ["dot", "euclid"])
+def test_under_dot_and_euclid_copies_stay_within_the_norm_bound_and_never_become_hubs(metric):
+    rng = np.random.default_rng(4)
+    params = PAIRWISE.with_(metric=metric)
+    catalogue = rng.normal(size=(2000, D)).astype(np.float32)
+    query = rng.normal(size=D).astype(np.float32)
+    order = np.argsort(-(catalogue @ query) if metric == "dot" else np.linalg.norm(catalogue - query, axis=1))
+    shown = order[:10]
+    copies = {int(i): catalogue[i][None, :].copy() for i in shown}
+    for _run in range(100):  # one click at position 7 per run, each run starting from the last one's copies
+        objects = [ObjectVectors(start=copies[int(i)], original=catalogue[i][None, :]) for i in shown]
+        result = adjust(objects=objects, sessions=[click_at(7, query=query)], params=params)
+        copies = {int(i): v for i, v in zip(shown, result.vectors, strict=True)}
+    ratios = [float(np.linalg.norm(copies[int(i)]) / np.linalg.norm(catalogue[i])) for i in shown]
+    assert max(ratios) <= 1.25 + 1e-4 and min(ratios) >= 1 / 1.25 - 1e-4
+    clicked = copies[int(shown[7])][0]
+    in_top10 = 0
+    for _ in range(200):  # random unrelated queries: the clicked copy against the originals
+        probe = rng.normal(size=D).astype(np.float32)
+        if metric == "dot":
+            scores, mine = catalogue @ probe, clicked @ probe
+            rank = int((np.delete(scores, shown[7]) > mine).sum())
+        else:
+            distances, mine = np.linalg.norm(catalogue - probe, axis=1), np.linalg.norm(clicked - probe)
+            rank = int((np.delete(distances, shown[7]) < mine).sum())
+        in_top10 += rank < 10
+    assert in_top10 / 200 <= 0.05, (metric, in_top10)
+
+
+def test_the_seed_rule_is_still_selectable_and_unchanged():
+    rng = np.random.default_rng(5)
+    query = unit(rng.normal(size=D))
+    objects = page(rng, query)
+    seed = AdjusterParams.studio_v1()
+    assert seed.rule == "seed"
+    result = adjust(objects=objects, sessions=[click_at(6, query=query)], params=seed)
+    # AdamW moves every touched vector by about lr·√D per step, whatever its weight (why v2 exists).
+    moves = [float(np.linalg.norm(v - o.start)) for v, o in zip(result.vectors[:7], objects[:7], strict=True)]
+    assert min(moves) > 0.5 * max(moves) > 0

@@ -1,0 +1,153 @@
+"""The shared tier through real runs: everyone's clicks on a query improve it for everyone, only once two
+users taught it, one user's many sessions weigh as one, forgetting a user is exact, and weight 0 is off.
+Also the fence: a copy is never written from an original that was re-upserted during the run."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from improvement import services as improvement_services
+from improvement.learning import adjuster
+from improvement.models import RunTrigger
+from studio.catalogue import services as catalogue_services
+from studio.catalogue import shared
+from studio.catalogue.search import search_objects
+from studio.models import PersonalizedObject, SharedEvidence, SharedQuery, SharedVote
+from tests.improvement.support import click, load_catalogue, ranking, register, run_improvement, unit
+
+TEXT = "Space Adventure"
+
+
+@pytest.fixture
+def world(db, settled):
+    """Six objects whose cosines to the query lie close together (0.800, 0.795, …), as a real top 10 does."""
+    rng = np.random.default_rng(11)
+    query = unit(rng)[0]
+    vectors = {}
+    for i in range(6):
+        across = unit(rng)[0]
+        across = across - (across @ query) * query
+        across /= np.linalg.norm(across)
+        cos = 0.80 - 0.005 * i
+        vectors[f"o{i}"] = (cos * query + np.sqrt(1 - cos**2) * across).astype(np.float32)
+    load_catalogue(vectors)
+    return {"rng": rng, "query": query, "vectors": vectors}
+
+
+def shared_ranking(query, *, user_id=None, text=TEXT, limit=6):
+    """(object ids, which of them the shared tier moved) for a text search."""
+    hits = search_objects(query_vector=[float(x) for x in query], user_id=user_id, limit=limit, query_text=text).hits
+    return [h.object_id for h in hits], {h.object_id for h in hits if h.shared}
+
+
+def teach(world, *, users, target_position=4, sessions_each=1, text=TEXT):
+    """Each user (None: an anonymous session) clicks the object at ``target_position`` of the base ranking."""
+    order = ranking(world["query"], None)
+    for user in users:
+        for _ in range(sessions_each):
+            session = register(user_id=user, shown=order[:6], query_vector=world["query"], query=text)
+            click(session, order[target_position])
+    return order, order[target_position]
+
+
+def shared_state() -> tuple[set, set]:
+    evidence = {(e.query, e.object_id, round(e.evidence, 9), e.users) for e in SharedEvidence.objects.all()}
+    return evidence, set(SharedQuery.objects.values_list("query", "voters"))
+
+
+def test_two_users_clicks_lift_the_object_for_everyone_who_runs_the_query(world):
+    order, target = teach(world, users=["alice", "bob"])
+    run_improvement()
+    ids, moved = shared_ranking(world["query"])  # anonymous
+    assert ids.index(target) < order.index(target) and target in moved
+    carol, _ = shared_ranking(world["query"], user_id="carol")  # a user who never clicked
+    assert carol == ids
+    assert shared_ranking(world["query"], text="  space   ADVENTURE ")[0] == ids  # normalized text
+    assert shared_ranking(world["query"], text="something else")[0] == order[:6]  # other queries untouched
+    assert ranking(world["query"], None) == order  # a vector-only search has no text: untouched
+
+
+def test_one_user_alone_changes_nobody_elses_ranking(world):
+    order, _ = teach(world, users=["alice"], sessions_each=3)
+    run_improvement()
+    assert SharedVote.objects.count() > 0
+    assert shared_ranking(world["query"]) == (order[:6], set())
+    assert shared_ranking(world["query"], user_id="bob") == (order[:6], set())
+
+
+def test_anonymous_sessions_teach_the_shared_tier(world):
+    order, target = teach(world, users=[None, None])
+    run = run_improvement()
+    assert run.claimed == 2
+    ids, moved = shared_ranking(world["query"])
+    assert ids.index(target) < order.index(target) and target in moved
+    assert not PersonalizedObject.objects.exists()  # no copies: anonymous sessions teach only the shared tier
+
+
+def test_one_users_thousand_sessions_weigh_as_one(world):
+    teach(world, users=["alice", "bob"], sessions_each=1)
+    run_improvement()
+    once = shared_state()
+    SharedVote.objects.all().delete()
+    SharedEvidence.objects.all().delete()
+    SharedQuery.objects.all().delete()
+    teach(world, users=["alice"], sessions_each=1000)
+    teach(world, users=["bob"], sessions_each=1)
+    run_improvement()
+    assert shared_state() == once
+
+
+def test_forgetting_a_user_leaves_the_state_of_a_run_that_never_saw_them(world, make_client):
+    teach(world, users=["alice", "carol"], target_position=4)
+    teach(world, users=["bob"], target_position=3)
+    run_improvement()
+    response = make_client("admin").delete("/api/v1/users/bob")
+    assert response.status_code == 200 and response.json()["shared_votes"] > 0
+    forgotten = shared_state()
+
+    SharedVote.objects.all().delete()
+    SharedEvidence.objects.all().delete()
+    SharedQuery.objects.all().delete()
+    teach(world, users=["alice", "carol"], target_position=4)  # the same history, without bob
+    run_improvement()
+    assert shared_state() == forgotten
+    assert shared.derived_matches_votes()
+
+
+def test_weight_zero_switches_the_shared_tier_off(world, settings):
+    order, _ = teach(world, users=["alice", "bob"])
+    settings.IMPROVEMENT_SHARED_WEIGHT = 0.0
+    run_improvement()
+    assert not SharedVote.objects.exists()
+    assert shared_ranking(world["query"]) == (order[:6], set())
+
+
+def test_the_shared_tier_and_a_users_copy_compose(world):
+    order, target = teach(world, users=["alice", "bob"])
+    run_improvement()
+    ids, moved = shared_ranking(world["query"], user_id="alice")
+    assert ids.index(target) <= shared_ranking(world["query"])[0].index(target)
+    assert target in moved
+
+
+def test_a_copy_is_never_written_from_an_original_replaced_during_the_run(world):
+    order = ranking(world["query"], None)
+    target = order[3]
+    click(register(user_id="alice", shown=order[:6], query_vector=world["query"]), target)
+    replacement = np.asarray(world["vectors"][target], dtype=np.float32)
+
+    def adjust_while_the_catalogue_changes(**kwargs):
+        result = adjuster.adjust(**kwargs)
+        # Meanwhile, the catalogue re-upserts the clicked original (its own transaction, committed).
+        catalogue_services.upsert_objects(
+            items=[catalogue_services.ObjectInput(object_id=target, vectors=[replacement.tolist()])]
+        )
+        return result
+
+    run = improvement_services.create_run(trigger=RunTrigger.COMMAND)
+    run = improvement_services.execute_run(run_id=run.pk, adjust=adjust_while_the_catalogue_changes)
+    assert run.used == 1
+    assert not PersonalizedObject.objects.filter(original__object_id=target).exists()
+    # The others' copies were learned from unchanged originals: written as usual.
+    assert PersonalizedObject.objects.filter(user_id="alice").exists()
