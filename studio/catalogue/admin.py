@@ -1,4 +1,4 @@
-"""Admin for the catalogue: objects with their parts (vectors shortened), personalized copies."""
+"""Admin for the catalogue: objects with their parts (vectors shortened), personalized copies, the shared tier."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ from django.contrib import admin
 from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 
-from studio.catalogue.models import Object, ObjectPart, PersonalizedObject, PersonalizedPart
+from studio.catalogue import shared
+from studio.catalogue.models import Object, ObjectPart, PersonalizedObject, PersonalizedPart, SharedQuery
 from studio.core.vectors import short_vector
 
 
@@ -151,3 +152,45 @@ class PersonalizedObjectAdmin(admin.ModelAdmin):
         users = sorted(set(queryset.values_list("user_id", flat=True)))
         deleted = sum(delete_user_copies(user_id=user_id)["personalized_objects"] for user_id in users)
         self.message_user(request, f"Deleted {deleted} copies of {len(users)} user(s); their search is original again.")
+
+
+@admin.register(SharedQuery)
+class SharedQueryAdmin(admin.ModelAdmin):
+    """The shared tier by query: its voters and, per object, the offset search applies, how many distinct users
+    taught it and when; "reset" forgets what the tier learned for the selected queries."""
+
+    list_display = ("query", "voters", "updated_at")
+    search_fields = ("query",)
+    readonly_fields = ("query", "voters", "updated_at", "taught_objects")
+    fields = readonly_fields
+    ordering = ("-updated_at",)
+    show_full_result_count = False
+    list_per_page = 50
+    actions = ["reset_queries"]
+
+    @admin.display(description="objects (offset in distance units; applied once users ≥ IMPROVEMENT_SHARED_MIN_USERS)")
+    def taught_objects(self, query: SharedQuery) -> str:
+        rows = shared.query_offsets(query=query.query, limit=100)
+        if not rows:
+            return "–"
+        return format_html(
+            "<table><tr><th>object</th><th>offset</th><th>evidence</th><th>distinct users</th><th>taught</th></tr>"
+            "{}</table>",
+            format_html_join(
+                "",
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                # numbers formatted first: format_html escapes its arguments into strings
+                ((r.object_id, f"{r.offset:+.4f}", f"{r.evidence:+.2f}", r.users, r.updated_at) for r in rows),
+            ),
+        )
+
+    @admin.action(description="Reset the shared tier for the selected queries")
+    def reset_queries(self, request, queryset) -> None:
+        removed = sum(shared.reset_query(query=q) for q in queryset.values_list("query", flat=True))
+        self.message_user(request, f"Reset; {removed} votes removed.")
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False

@@ -197,6 +197,33 @@ OFFSETS_SQL = """
 """
 
 
+@dataclass(frozen=True)
+class QueryOffset:
+    """One object of a query's shared tier as the admin shows it: the offset search applies now (0 until
+    enough distinct users taught it), the summed evidence, the distinct users, when it was last taught."""
+
+    object_id: str
+    offset: float
+    evidence: float
+    users: int
+    updated_at: object
+
+
+def query_offsets(*, query: str, limit: int = 100) -> list[QueryOffset]:
+    """A query's shared-tier objects, largest offset first (bounded: ``limit`` rows)."""
+    sql = f"""
+        WITH applied AS ({OFFSETS_SQL})
+        SELECT o.object_id, coalesce(a.off, 0), e.evidence, e.users, e.updated_at
+        FROM studio_sharedevidence e JOIN studio_object o ON o.id = e.object_id
+        LEFT JOIN applied a ON a.oid = e.object_id
+        WHERE e.query = %(shared_query)s
+        ORDER BY coalesce(a.off, 0) DESC, e.evidence DESC LIMIT %(limit)s
+    """
+    with connection.cursor() as cursor:
+        cursor.execute(sql, {**offset_params(query=query), "limit": limit})
+        return [QueryOffset(*row) for row in cursor.fetchall()]
+
+
 def offset_params(*, query: str) -> dict:
     """The bound parameters of ``OFFSETS_SQL`` for a normalized query."""
     return {

@@ -151,3 +151,22 @@ def test_a_copy_is_never_written_from_an_original_replaced_during_the_run(world)
     assert not PersonalizedObject.objects.filter(original__object_id=target).exists()
     # The others' copies were learned from unchanged originals: written as usual.
     assert PersonalizedObject.objects.filter(user_id="alice").exists()
+
+
+def test_the_admin_shows_the_shared_tier_by_query_and_resets_one(world, admin_client):
+    from django.urls import reverse
+
+    _order, target = teach(world, users=["alice", "bob"])
+    run_improvement()
+    query = SharedQuery.objects.get()
+    assert (query.query, query.voters) == ("space adventure", 2)
+    listing = admin_client.get(reverse("admin:studio_sharedquery_changelist"))
+    assert listing.status_code == 200 and "space adventure" in listing.content.decode()
+    detail = admin_client.get(reverse("admin:studio_sharedquery_change", args=[query.pk])).content.decode()
+    assert target in detail and "distinct users" in detail
+    response = admin_client.post(
+        reverse("admin:studio_sharedquery_changelist"), {"action": "reset_queries", "_selected_action": [query.pk]}
+    )
+    assert response.status_code == 302
+    assert not SharedVote.objects.exists() and not SharedQuery.objects.exists()
+    assert shared_ranking(world["query"])[1] == set()
