@@ -93,7 +93,7 @@ class StoredVectors:
     version: object = None  # originals: ``updated_at`` when read, the fence against a re-upsert during a run
 
 
-def _group_parts(rows: list, key_of, dim: int, *, extra=None) -> dict:
+def _group_parts(rows: list, key_of, dim: int, *, more_fields=None) -> dict:
     """Rows ordered by owner then part index → {key: StoredVectors} (one stack for all vectors)."""
     matrix = stack_vectors([row[-1] for row in rows], dim)
     averages = np.fromiter((bool(row[-2]) for row in rows), dtype=bool, count=len(rows))
@@ -106,7 +106,7 @@ def _group_parts(rows: list, key_of, dim: int, *, extra=None) -> dict:
                 pk=int(row[0]),
                 vectors=matrix[start:end],
                 is_average=averages[start:end],
-                **(extra(row) if extra else {}),
+                **(more_fields(row) if more_fields else {}),
             )
             start = end
     return grouped
@@ -124,7 +124,9 @@ def original_vectors(*, object_ids: Sequence[str]) -> dict[str, StoredVectors]:
             [list(object_ids)],
         )
         rows = cursor.fetchall()
-    return _group_parts(rows, lambda row: row[1], settings.STUDIO_EMBEDDING_DIM, extra=lambda row: {"version": row[2]})
+    return _group_parts(
+        rows, lambda row: row[1], settings.STUDIO_EMBEDDING_DIM, more_fields=lambda row: {"version": row[2]}
+    )
 
 
 def changed_originals(cursor, *, versions: dict[int, object]) -> set[int]:
@@ -153,7 +155,10 @@ def user_copy_vectors(*, keys: Sequence[tuple[str, int]]) -> dict[tuple[str, int
         )
         rows = cursor.fetchall()
     return _group_parts(
-        rows, lambda row: (row[1], int(row[2])), settings.STUDIO_EMBEDDING_DIM, extra=lambda row: {"taught_at": row[3]}
+        rows,
+        lambda row: (row[1], int(row[2])),
+        settings.STUDIO_EMBEDDING_DIM,
+        more_fields=lambda row: {"taught_at": row[3]},
     )
 
 

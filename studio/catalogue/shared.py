@@ -196,6 +196,15 @@ OFFSETS_SQL = """
     WHERE e.query = %(shared_query)s AND e.users >= %(shared_min_users)s AND e.evidence <> 0
 """
 
+_QUERY_OFFSETS = f"""
+    WITH applied AS ({OFFSETS_SQL})
+    SELECT o.object_id, coalesce(a.off, 0), e.evidence, e.users, e.updated_at
+    FROM studio_sharedevidence e JOIN studio_object o ON o.id = e.object_id
+    LEFT JOIN applied a ON a.oid = e.object_id
+    WHERE e.query = %(shared_query)s
+    ORDER BY coalesce(a.off, 0) DESC, e.evidence DESC LIMIT %(limit)s
+"""
+
 
 @dataclass(frozen=True)
 class QueryOffset:
@@ -211,16 +220,8 @@ class QueryOffset:
 
 def query_offsets(*, query: str, limit: int = 100) -> list[QueryOffset]:
     """A query's shared-tier objects, largest offset first (bounded: ``limit`` rows)."""
-    sql = f"""
-        WITH applied AS ({OFFSETS_SQL})
-        SELECT o.object_id, coalesce(a.off, 0), e.evidence, e.users, e.updated_at
-        FROM studio_sharedevidence e JOIN studio_object o ON o.id = e.object_id
-        LEFT JOIN applied a ON a.oid = e.object_id
-        WHERE e.query = %(shared_query)s
-        ORDER BY coalesce(a.off, 0) DESC, e.evidence DESC LIMIT %(limit)s
-    """
     with connection.cursor() as cursor:
-        cursor.execute(sql, {**offset_params(query=query), "limit": limit})
+        cursor.execute(_QUERY_OFFSETS, {**offset_params(query=query), "limit": limit})
         return [QueryOffset(*row) for row in cursor.fetchall()]
 
 
@@ -235,28 +236,33 @@ def offset_params(*, query: str) -> dict:
     }
 
 
-_DERIVED = (
-    "SELECT query, object_id, round(evidence::numeric, 9), users FROM studio_sharedevidence",
-    "SELECT query, voters FROM studio_sharedquery",
+_DERIVED_EVIDENCE = "SELECT query, object_id, round(evidence::numeric, 9), users FROM studio_sharedevidence"
+_DERIVED_QUERIES = "SELECT query, voters FROM studio_sharedquery"
+_RECOMPUTED_EVIDENCE = (
+    "SELECT query, object_id, round(sum(vote)::numeric, 9), count(*) FROM studio_sharedvote GROUP BY 1, 2"
 )
-_RECOMPUTED = (
-    "SELECT query, object_id, round(sum(vote)::numeric, 9), count(*) FROM studio_sharedvote GROUP BY 1, 2",
-    "SELECT query, count(DISTINCT voter) FROM studio_sharedvote GROUP BY 1",
-)
+_RECOMPUTED_QUERIES = "SELECT query, count(DISTINCT voter) FROM studio_sharedvote GROUP BY 1"
 
 
-def _rows(statements: Sequence[str]) -> list[set]:
+def _derived_state() -> tuple[set, set]:
     with connection.cursor() as cursor:
-        out = []
-        for statement in statements:
-            cursor.execute(statement)
-            out.append(set(cursor.fetchall()))
-    return out
+        cursor.execute(_DERIVED_EVIDENCE)
+        evidence = set(cursor.fetchall())
+        cursor.execute(_DERIVED_QUERIES)
+        return evidence, set(cursor.fetchall())
+
+
+def _recomputed_state() -> tuple[set, set]:
+    with connection.cursor() as cursor:
+        cursor.execute(_RECOMPUTED_EVIDENCE)
+        evidence = set(cursor.fetchall())
+        cursor.execute(_RECOMPUTED_QUERIES)
+        return evidence, set(cursor.fetchall())
 
 
 def derived_matches_votes() -> bool:
     """Whether the evidence and voter counts equal a full recomputation from the votes (what every refresh keeps)."""
-    return _rows(_DERIVED) == _rows(_RECOMPUTED)
+    return _derived_state() == _recomputed_state()
 
 
 def forget_is_exact(*, voter: str) -> bool:
