@@ -168,6 +168,7 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="2,000 sessions over 20,000 objects")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--profile", action="store_true", help="cProfile one extra e2e run (stderr, .prof file)")
+    parser.add_argument("--rule", choices=("pairwise", "seed"), default="pairwise", help="IMPROVEMENT_RULE to measure")
     args = parser.parse_args()
     sessions, objects = (2_000, 20_000) if args.quick else (10_000, 100_000)
 
@@ -176,6 +177,7 @@ def main() -> int:
     os.environ["IMPROVEMENT_NEGATIVES"] = "all"  # the adjuster-only benchmark's shape
     os.environ["IMPROVEMENT_ITERATIONS"] = "10"
     os.environ["IMPROVEMENT_DEVICE"] = "cpu"
+    os.environ["IMPROVEMENT_RULE"] = args.rule  # its own default learning rate
 
     import django
 
@@ -242,6 +244,11 @@ def main() -> int:
             "in_pipeline_adjust_sessions_per_s": round(sessions / median_run["stages"].get("adjust", 1e-9), 1),
             "median_run_stage_seconds": median_run["stages"],
             "objects_personalized_per_run": median_run["objects_personalized"],
+            "rule": args.rule,
+            # the copies' vector payload a run writes per session (float32 × D plus pgvector's 8-byte header)
+            "bytes_written_per_session": round(
+                median_run["objects_personalized"] * (4 * settings.STUDIO_EMBEDDING_DIM + 8) / sessions, 1
+            ),
             "clicked_rank_before_after": median_run["clicked_rank"],
         }
     finally:
