@@ -17,6 +17,7 @@ from rest_framework.views import APIView
 from clickstream import selectors, services
 from clickstream.validation import ItemError, SessionInvalid, echo, parse_event_item, parse_session_item
 from studio.core.errors import ApiError
+from studio.core.ownership import ForeignUser, bound_user
 from studio.core.serializers import AUTH_ERRORS, ErrorSerializer, StrictSerializer, batch_items, query_flag
 
 TAGS = ["clickstream"]  # every operation here needs a key with the ingest scope (401 / 403: AUTH_ERRORS)
@@ -155,6 +156,23 @@ class SessionRejectedSerializer(serializers.Serializer):
     message = serializers.CharField()
 
 
+def _own_sessions_only(request, session_ids) -> None:
+    """With a user-bound token, refuse (403) a request touching a session of another user."""
+    bound = bound_user(request)
+    if bound is None:
+        return
+    owners = selectors.session_owners(session_ids=sorted(set(session_ids)))
+    if any(user_id != bound for user_id in owners.values()):
+        raise ForeignUser("this token acts only on its own user's sessions", field="session_id")
+
+
+def _own_user_only(request, items) -> None:
+    """With a user-bound token, refuse (403) sessions registered for anyone but its user."""
+    bound = bound_user(request)
+    if bound is not None and any(item.user_id != bound for item in items):
+        raise ForeignUser("this token registers sessions only for its own user", field="user_id")
+
+
 def _events_response(request, *, session_id: str | None) -> Response:
     raw_items = batch_items(request.data, key="events", limit=settings.CLICKSTREAM_MAX_EVENTS_PER_REQUEST)
     now = timezone.now()
@@ -163,6 +181,7 @@ def _events_response(request, *, session_id: str | None) -> Response:
     for index, raw in enumerate(raw_items):
         parsed = parse_event_item(raw, index=index, now=now, session_id=session_id)
         (refused if isinstance(parsed, ItemError) else valid).append(parsed)
+    _own_sessions_only(request, [event.session_id for event in valid])
     outcome = services.record_events(events=valid, now=now)
     rejected = sorted(refused + outcome.rejected, key=lambda error: error.index) if refused else outcome.rejected
     return Response(
@@ -196,6 +215,7 @@ class SessionCreateApi(APIView):
     def post(self, request):
         now = timezone.now()
         item = parse_session_item(request.data, now=now)  # SessionInvalid → 400 naming the field
+        _own_user_only(request, [item])
         stored = services.register_sessions(sessions=[item], now=now)[0]
         if stored.status == services.CONFLICT:
             raise ApiError(
@@ -238,6 +258,7 @@ class SessionBatchApi(APIView):
         raw_items = batch_items(request.data, key="sessions", limit=settings.CLICKSTREAM_MAX_SESSIONS_PER_BATCH)
         now = timezone.now()
         valid, indexes, rejected = _parse_sessions(raw_items, now=now)
+        _own_user_only(request, valid)
         accepted = duplicates = 0
         statuses = []
         for stored in services.register_sessions(sessions=valid, now=now):
@@ -272,7 +293,7 @@ def _parse_sessions(raw_items: list, *, now) -> tuple[list, list[int], list[Item
 class SessionDetailApi(APIView):
     """``GET /api/v1/clickstream/sessions/{session_id}``: the session, its results, events, improvement status."""
 
-    required_scope = "ingest"
+    required_scope = "sessions:read"
 
     @extend_schema(
         parameters=[OpenApiParameter("vector", bool, description="Include the query vector.")],
@@ -283,6 +304,7 @@ class SessionDetailApi(APIView):
         session = selectors.get_session(session_id=session_id)
         if session is None:
             raise _not_found(session_id)
+        _own_sessions_only(request, [session_id])
         return Response(selectors.session_detail(session=session, with_vector=query_flag(request, "vector")))
 
 
@@ -309,6 +331,7 @@ class SessionEventsApi(APIView):
     def post(self, request, session_id: str):
         if selectors.get_session(session_id=session_id) is None:
             raise _not_found(session_id)
+        _own_sessions_only(request, [session_id])
         return _events_response(request, session_id=session_id)
 
 
@@ -343,6 +366,7 @@ class SessionIrrelevantApi(APIView):
 
     @extend_schema(request=None, responses={200: OutputSerializer, 404: ErrorSerializer, **AUTH_ERRORS}, tags=TAGS)
     def post(self, request, session_id: str):
+        _own_sessions_only(request, [session_id])
         session = services.mark_irrelevant(session_id=session_id)
         if session is None:
             raise _not_found(session_id)

@@ -15,6 +15,13 @@ def get_session(*, session_id: str) -> Session | None:
     return Session.objects.filter(session_id=session_id).first()
 
 
+def session_owners(*, session_ids: list[str]) -> dict[str, str | None]:
+    """Who each of these sessions belongs to (``session_id`` → ``user_id``); unknown ids are absent."""
+    if not session_ids:
+        return {}
+    return dict(Session.objects.filter(session_id__in=session_ids).values_list("session_id", "user_id"))
+
+
 def _session_fields(session: Session, *, with_vector: bool) -> dict:
     data = {
         "session_id": session.session_id,

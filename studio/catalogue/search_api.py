@@ -9,6 +9,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from studio.catalogue import search
+from studio.core.ownership import acting_user
 from studio.core.serializers import AUTH_ERRORS, ErrorSerializer, StrictSerializer
 from studio.core.validation import id_problem
 from studio.core.vectors import InvalidVector, rank_problem, validate_vector
@@ -153,7 +154,7 @@ class SearchApi(APIView):
         outcome = search.search_and_track(  # domain errors (embedder off, session conflict) map to HTTP once
             query=data.get("query"),
             query_vector=data.get("query_vector"),
-            user_id=data.get("user_id"),
+            user_id=acting_user(request, data.get("user_id")),  # a user-bound token searches as its user only
             limit=data["limit"],
             offset=data["offset"],
             filter=data.get("filter") or {},

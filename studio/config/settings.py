@@ -189,6 +189,10 @@ REST_FRAMEWORK = {
     "EXCEPTION_HANDLER": "studio.core.errors.api_exception_handler",
     "UNAUTHENTICATED_USER": None,
 }
+
+# Signs the user-bound tokens of POST /api/v1/tokens (studio.core.tokens); empty: derived from SECRET_KEY.
+# Changing it revokes every token issued under the old value.
+STUDIO_TOKEN_SECRET = env.str("STUDIO_TOKEN_SECRET", default="")
 SPECTACULAR_SETTINGS = {
     "TITLE": "studio API",
     "DESCRIPTION": "Vector search that learns from clicks.",

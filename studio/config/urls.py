@@ -7,6 +7,7 @@ from rest_framework.permissions import AllowAny
 
 from studio.console import dashboard
 from studio.console.api import HealthApi
+from studio.core.token_api import TokenCreateApi
 
 api_v1 = [
     path("health", HealthApi.as_view(), name="health"),
@@ -17,6 +18,7 @@ api_v1 = [
         SpectacularSwaggerView.as_view(url_name="schema", permission_classes=[AllowAny], authentication_classes=[]),
         name="docs",
     ),
+    path("tokens", TokenCreateApi.as_view(), name="tokens"),
     path("", include("studio.catalogue.urls")),
     path("", include("clickstream.urls")),
     path("", include("improvement.urls")),

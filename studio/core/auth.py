@@ -16,6 +16,7 @@ from django.utils import timezone
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from rest_framework import authentication, exceptions, permissions, throttling
 
+from studio.core import tokens
 from studio.core.models import API_SCOPES, ApiKey
 
 logger = logging.getLogger(__name__)
@@ -54,6 +55,7 @@ class ApiKeyPrincipal:
     name: str
     scopes: frozenset[str]
     is_authenticated: bool = True
+    user_id: str | None = None  # a user-bound token: every request acts as this user only
 
 
 def create_api_key(*, name: str, scopes: list[str]) -> tuple[ApiKey, str]:
@@ -121,7 +123,16 @@ class ApiKeyAuthentication(authentication.BaseAuthentication):
         scheme, _, token = header.partition(" ")
         if scheme.lower() != self.keyword.lower() or not token.strip():
             raise exceptions.AuthenticationFailed("Use 'Authorization: Bearer <API key>'.")
-        key = verify_api_key(token.strip())
+        credential = token.strip()
+        if tokens.is_user_token(credential):
+            bound = tokens.verify_user_token(credential)
+            if bound is None:
+                raise exceptions.AuthenticationFailed("Invalid or expired user token.")
+            name = f"token for {bound.user_id}"
+            return ApiKeyPrincipal(
+                key_id=bound.key_id, name=name, scopes=tokens.TOKEN_SCOPES, user_id=bound.user_id
+            ), None
+        key = verify_api_key(credential)
         if key is None:
             raise exceptions.AuthenticationFailed("Invalid or revoked API key.")
         return ApiKeyPrincipal(key_id=key.pk, name=key.name, scopes=frozenset(key.scopes)), key
@@ -138,7 +149,11 @@ class ApiKeyAuthenticationScheme(OpenApiAuthenticationExtension):
 
     def get_security_definition(self, auto_schema) -> dict:
         """The security scheme object."""
-        return {"type": "http", "scheme": "bearer", "description": "studio API key: 'Authorization: Bearer <key>'"}
+        return {
+            "type": "http",
+            "scheme": "bearer",
+            "description": "studio API key, or a user-bound token (POST /api/v1/tokens): 'Authorization: Bearer <…>'",
+        }
 
 
 class HasScope(permissions.BasePermission):
@@ -174,7 +189,8 @@ class ApiKeyRateThrottle(throttling.SimpleRateThrottle):
         principal = request.user
         if not isinstance(principal, ApiKeyPrincipal):
             return None
-        return self.cache_format % {"scope": self.scope, "ident": principal.key_id}
+        ident = principal.key_id if principal.user_id is None else f"{principal.key_id}:{principal.user_id}"
+        return self.cache_format % {"scope": self.scope, "ident": ident}
 
     def allow_request(self, request, view) -> bool:
         if self.rate is None:

@@ -6,7 +6,8 @@ from django.contrib.postgres.fields import ArrayField
 from django.db import models
 from django.db.models import Q
 
-API_SCOPES = ("ingest", "search", "catalog", "admin")
+# ingest: write sessions and events; sessions:read: read sessions back; tokens: issue user-bound tokens.
+API_SCOPES = ("ingest", "sessions:read", "search", "catalog", "admin", "tokens")
 
 
 class ApiKey(models.Model):
