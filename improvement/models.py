@@ -14,6 +14,7 @@ class RunTrigger(models.TextChoices):
     ADMIN = "admin"
     COMMAND = "command"
     EVALUATION = "evaluation"
+    DEMO = "demo"  # the demo page's "Improve now": one user's sessions, bounded
 
 
 class RunStatus(models.TextChoices):
@@ -50,11 +51,22 @@ class ImprovementRun(models.Model):
         help_text="Celery task id of a beat-started run: a retried task finds its run again.",
     )
     batches = models.PositiveIntegerField(default=0, help_text="Claimed batches written (or given back).")
+    worker = models.CharField(
+        max_length=200, blank=True, default="", help_text="The process running it (host and pid): its claims' holder."
+    )
+    heartbeat_at = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="Last sign of life of its worker; silent for IMPROVEMENT_WORKER_GRACE_SECONDS: its claims are "
+        "released and the run is failed.",
+    )
 
     class Meta:
         indexes = [
             models.Index(fields=["-created_at"], name="run_created_idx"),
             models.Index(fields=["task_id"], condition=~Q(task_id=""), name="run_task_idx"),
+            # the reaper: running runs whose worker went silent
+            models.Index(fields=["heartbeat_at"], condition=Q(status="running"), name="run_running_heartbeat_idx"),
         ]
 
     def __str__(self) -> str:

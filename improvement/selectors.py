@@ -12,7 +12,7 @@ from django.conf import settings
 from django.db import connection
 from django.db.models import QuerySet
 
-from improvement.models import ImprovementRun
+from improvement.models import ImprovementRun, RunStatus, RunTrigger
 from studio.catalogue.personalization import binary_cursor, stack_vectors
 
 
@@ -110,6 +110,18 @@ def expired_lease_exists() -> bool:
             "WHERE improvement_status = 'processing' AND lease_until < clock_timestamp())"
         )
         return bool(cursor.fetchone()[0])
+
+
+def active_demo_run(*, user_id: str) -> ImprovementRun | None:
+    """The user's demo run that is queued or running, if any."""
+    active = (RunStatus.QUEUED, RunStatus.RUNNING)
+    runs = ImprovementRun.objects.filter(trigger=RunTrigger.DEMO, status__in=active, parameters__user_id=user_id)
+    return runs.order_by("-pk").first()
+
+
+def demo_run(*, run_id: int, user_id: str) -> ImprovementRun | None:
+    """Demo run ``run_id`` if it is this user's; None otherwise."""
+    return ImprovementRun.objects.filter(pk=run_id, trigger=RunTrigger.DEMO, parameters__user_id=user_id).first()
 
 
 def run_list() -> QuerySet[ImprovementRun]:

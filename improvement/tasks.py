@@ -44,9 +44,16 @@ class ImproveTask(Task):
     soft_time_limit=settings.IMPROVEMENT_TIME_LIMIT_SECONDS,
     time_limit=settings.IMPROVEMENT_TIME_LIMIT_SECONDS + 60,
 )
-def improve(self, run_id: int | None = None) -> int | None:
-    """Run an improvement run: ``run_id`` from the API, admin or command; None from beat (the run is
-    created here, once per task, so a retry continues it). Returns the run id (None: nothing to do)."""
+def improve(
+    self,
+    run_id: int | None = None,
+    user_id: str | None = None,
+    settle_seconds: int | None = None,
+    session_limit: int | None = None,
+) -> int | None:
+    """Run an improvement run: ``run_id`` from the API, admin, command or demo; None from beat (the run is
+    created here, once per task, so a retry continues it). ``user_id``, ``settle_seconds`` and
+    ``session_limit`` narrow it (the demo's "Improve now"). Returns the run id (None: nothing to do)."""
     if run_id is None:
         run = services.run_for_beat(task_id=self.request.id or "")
         if run is None:
@@ -57,5 +64,5 @@ def improve(self, run_id: int | None = None) -> int | None:
     if selectors.get_run(run_id=run_id) is None:
         logger.warning("improvement run %s does not exist (deleted?); nothing to do", run_id)
         return None
-    services.execute_run(run_id=run_id)
+    services.execute_run(run_id=run_id, user_id=user_id, settle_seconds=settle_seconds, session_limit=session_limit)
     return run_id

@@ -1,7 +1,8 @@
 """Improvement writes, one module per concern:
 
 - ``runs``: create, queue and execute runs (the loop over batches), close them;
-- ``claims``: claim settled sessions under a lease, give them back, reap expired leases;
+- ``claims``: claim settled sessions under a lease, give them back, reap expired leases and silent workers' claims;
+- ``heartbeat``: a running run's sign of life (its worker's identity, the beat thread);
 - ``batch``: one claimed batch in stages (load → plan → adjust → decide → write);
 - ``metrics``: add a batch's counts and totals to its run;
 - ``users``: forget a user everywhere.
@@ -15,6 +16,7 @@ from improvement.services.metrics import BatchReport
 from improvement.services.runs import (
     TRANSIENT_ERRORS,
     BrokerUnavailable,
+    RunScope,
     adjuster_params,
     create_run,
     enqueue_run,
@@ -31,6 +33,7 @@ __all__ = [
     "BrokerUnavailable",
     "Claim",
     "LeaseLost",
+    "RunScope",
     "adjuster_params",
     "claim_batch",
     "create_run",

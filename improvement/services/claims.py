@@ -31,6 +31,7 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import connection, transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from improvement.models import AttemptOutcome, ImprovementAttempt, ImprovementRun, RunStatus
@@ -55,11 +56,20 @@ class Claim:
     claimed_at: datetime
 
 
+# Claims whose lease ran out, and claims of runs whose worker went silent (no heartbeat for the grace
+# period: killed, OOM, a lost machine), which go back without waiting for their lease.
 _REAP = """
 WITH expired AS (
-    SELECT id FROM clickstream_session
-    WHERE improvement_status = 'processing' AND lease_until < clock_timestamp()
-    ORDER BY lease_until
+    -- driven by the few sessions in processing (a partial index), never by the attempts' history
+    SELECT s.id FROM clickstream_session s
+    WHERE s.improvement_status = 'processing'
+      AND (s.lease_until < clock_timestamp() OR EXISTS (
+          -- its open claim belongs to a run that ended, or whose worker is silent past the grace period
+          SELECT 1 FROM improvement_improvementattempt a JOIN improvement_improvementrun r ON r.id = a.run_id
+          WHERE a.session_id = s.id AND a.outcome = 'processing'
+            AND (r.status IN ('succeeded', 'failed')
+                 OR (r.status = 'running' AND r.heartbeat_at < clock_timestamp() - make_interval(secs => %(grace)s)))))
+    ORDER BY s.lease_until
     LIMIT %(limit)s
     FOR NO KEY UPDATE SKIP LOCKED  -- a row locked by a batch's write transaction is being finished: leave it
 ), reaped AS (
@@ -68,13 +78,15 @@ WITH expired AS (
         lease_until = NULL,
         improvement_status = CASE WHEN s.attempts + 1 >= %(max)s THEN 'failed' ELSE 'pending' END,
         improvement_detail = CASE WHEN s.attempts + 1 >= %(max)s
-            THEN 'lease expired ' || (s.attempts + 1) || ' times (worker lost or run too slow); given up'
-            ELSE 'lease expired (attempt ' || (s.attempts + 1) || '); back in the queue' END
+            THEN 'claim lost ' || (s.attempts + 1) || ' times (worker lost or run too slow); given up'
+            ELSE 'claim lost: lease expired or its worker went silent (attempt ' || (s.attempts + 1)
+                 || '); back in the queue' END
     FROM expired WHERE s.id = expired.id
     RETURNING s.id, s.improvement_status
 ), closed AS (
     UPDATE improvement_improvementattempt a
-    SET outcome = 'expired', finished_at = clock_timestamp(), detail = 'lease expired; the reaper gave it back'
+    SET outcome = 'expired', finished_at = clock_timestamp(),
+        detail = 'lease expired or its worker went silent; the reaper gave it back'
     FROM reaped WHERE a.session_id = reaped.id AND a.outcome = 'processing'
 )
 SELECT count(*) FILTER (WHERE improvement_status = 'pending'),
@@ -88,19 +100,31 @@ def reap_expired_leases(*, limit: int = 10_000) -> dict[str, int]:
     reach ``IMPROVEMENT_MAX_ATTEMPTS``; their open attempts become ``expired``. Also fails runs left
     ``running`` by a worker that died. Returns ``{"returned": n, "failed": m, "runs_failed": k}``."""
     with transaction.atomic(), connection.cursor() as cursor:
-        cursor.execute(_REAP, {"limit": limit, "max": settings.IMPROVEMENT_MAX_ATTEMPTS})
+        cursor.execute(_REAP, reap_params(limit=limit))
         returned, failed_count = cursor.fetchone()
-    return {"returned": int(returned), "failed": int(failed_count), "runs_failed": _fail_lost_runs()}
+    return {"returned": int(returned), "failed": int(failed_count), "runs_failed": fail_lost_runs()}
 
 
-def _fail_lost_runs() -> int:
-    # A running run whose task would have been redelivered long ago (visibility timeout) is lost.
-    limit = settings.IMPROVEMENT_TIME_LIMIT_SECONDS
-    stale_before = timezone.now() - timedelta(seconds=3 * limit + 120)
-    return ImprovementRun.objects.filter(status=RunStatus.RUNNING, started_at__lt=stale_before).update(
+def reap_params(*, limit: int) -> dict:
+    """The reaper statement's parameters."""
+    return {
+        "limit": limit,
+        "max": settings.IMPROVEMENT_MAX_ATTEMPTS,
+        "grace": float(settings.IMPROVEMENT_WORKER_GRACE_SECONDS),
+    }
+
+
+def fail_lost_runs() -> int:
+    """Fail running runs that are lost: their worker went silent for the grace period, or (runs from before
+    heartbeats) their task would have been redelivered long ago (visibility timeout)."""
+    now = timezone.now()
+    silent = Q(heartbeat_at__lt=now - timedelta(seconds=settings.IMPROVEMENT_WORKER_GRACE_SECONDS))
+    redelivered_long_ago = now - timedelta(seconds=3 * settings.IMPROVEMENT_TIME_LIMIT_SECONDS + 120)
+    ancient = Q(heartbeat_at__isnull=True, started_at__lt=redelivered_long_ago)
+    return ImprovementRun.objects.filter(silent | ancient, status=RunStatus.RUNNING).update(
         status=RunStatus.FAILED,
-        finished_at=timezone.now(),
-        error="lost: the worker running it stopped before it finished (its sessions were reaped)",
+        finished_at=now,
+        error="lost: its worker stopped before it finished (no heartbeat); its sessions went back to the queue",
     )
 
 
@@ -146,7 +170,7 @@ def claim_batch(
     lease_seconds = lease_seconds if lease_seconds is not None else settings.IMPROVEMENT_LEASE_SECONDS
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute("SELECT pg_advisory_xact_lock(%s)", [CLAIM_LOCK_KEY])
-        cursor.execute(_REAP, {"limit": 10_000, "max": settings.IMPROVEMENT_MAX_ATTEMPTS})
+        cursor.execute(_REAP, reap_params(limit=10_000))
         # clock_timestamp() read once, under the lock: claims are serialized, so every claim's
         # lease_until differs from every other's and can serve as its fencing token.
         cursor.execute(

@@ -22,7 +22,15 @@ from improvement import selectors
 from improvement.learning.params import AdjusterParams
 from improvement.models import ImprovementRun, RunStatus, RunTrigger
 from improvement.services.batch import AdjustFn, gc_paused, process_claim
-from improvement.services.claims import Claim, LeaseLost, claim_batch, release_claim, release_run_claims
+from improvement.services.claims import (
+    Claim,
+    LeaseLost,
+    claim_batch,
+    fail_lost_runs,
+    release_claim,
+    release_run_claims,
+)
+from improvement.services.heartbeat import heartbeat, worker_identity
 from improvement.services.metrics import BatchReport, count_on_run
 from studio.catalogue import personalization
 from studio.core.errors import DomainError
@@ -55,17 +63,33 @@ def run_parameters(params: AdjusterParams) -> dict:
     }
 
 
-def create_run(*, trigger: str, task_id: str = "") -> ImprovementRun:
-    """A queued run (not started)."""
-    return ImprovementRun.objects.create(trigger=trigger, task_id=task_id, status=RunStatus.QUEUED)
+def create_run(*, trigger: str, task_id: str = "", scope: dict | None = None) -> ImprovementRun:
+    """A queued run (not started); ``scope`` records how it is narrowed (see ``RunScope``)."""
+    return ImprovementRun.objects.create(
+        trigger=trigger, task_id=task_id, status=RunStatus.QUEUED, parameters=dict(scope or {})
+    )
 
 
-def enqueue_run(*, trigger: str) -> ImprovementRun:
+@dataclasses.dataclass(frozen=True)
+class RunScope:
+    """What narrows a run (the demo page's "Improve now"): one user, no settle time, a bound on sessions."""
+
+    user_id: str | None = None
+    settle_seconds: int | None = None
+    session_limit: int | None = None
+
+    def as_dict(self) -> dict:
+        """The fields that are set, as recorded on the run and sent with its task."""
+        return {name: value for name, value in dataclasses.asdict(self).items() if value is not None}
+
+
+def enqueue_run(*, trigger: str, scope: RunScope | None = None) -> ImprovementRun:
     """Create a queued run and send it to a Celery worker once this transaction commits."""
     from improvement.tasks import improve
 
-    run = create_run(trigger=trigger)
-    transaction.on_commit(lambda: improve.delay(run_id=run.pk))
+    narrowed = (scope or RunScope()).as_dict()
+    run = create_run(trigger=trigger, scope=narrowed)
+    transaction.on_commit(lambda: improve.delay(run_id=run.pk, **narrowed))
     return run
 
 
@@ -80,7 +104,7 @@ class BrokerUnavailable(DomainError):
         self.detail = detail  # the broker's own words: for the admin and the log, not for API clients
 
 
-def queue_run(*, trigger: str) -> ImprovementRun:
+def queue_run(*, trigger: str, scope: RunScope | None = None) -> ImprovementRun:
     """Create a run and hand it to a Celery worker now (call outside a transaction: the task is sent
     on commit). Raises BrokerUnavailable, with the run marked failed, when the broker refuses it."""
     from kombu.exceptions import OperationalError as BrokerOperationalError
@@ -88,7 +112,7 @@ def queue_run(*, trigger: str) -> ImprovementRun:
     run = None
     try:
         with transaction.atomic():
-            run = enqueue_run(trigger=trigger)
+            run = enqueue_run(trigger=trigger, scope=scope)
     except (BrokerOperationalError, ConnectionError) as exc:
         if run is None:
             raise
@@ -132,7 +156,9 @@ def _begin_run(run_id: int, params: AdjusterParams, scope: dict | None = None) -
         run.status = RunStatus.RUNNING
         run.started_at = run.started_at or timezone.now()
         run.parameters = {**run_parameters(params), **(scope or {})}
-        run.save(update_fields=["status", "started_at", "parameters"])
+        run.worker = worker_identity()  # the holder of the claims this run makes
+        run.heartbeat_at = timezone.now()
+        run.save(update_fields=["status", "started_at", "parameters", "worker", "heartbeat_at"])
     return True
 
 
@@ -158,32 +184,38 @@ def execute_run(
     adjust: AdjustFn | None = None,
     settle_seconds: int | None = None,
     user_id: str | None = None,
+    session_limit: int | None = None,
 ) -> ImprovementRun:
     """Run an improvement run to its end, in this process (the task, ``manage.py improve`` and the
     evaluation call it). Idempotent: a finished run is returned as it is; a retried one first gives
     back what its earlier try still held, and never repeats a committed batch.
 
-    ``settle_seconds`` (default ``IMPROVEMENT_SETTLE_SECONDS``) and ``user_id`` (default: every user)
-    narrow a run; the demo page's "Improve now" uses both (0 s, its user), recorded on the run.
+    ``settle_seconds`` (default ``IMPROVEMENT_SETTLE_SECONDS``), ``user_id`` (default: every user) and
+    ``session_limit`` (default: none) narrow a run; the demo page's "Improve now" uses all three (0 s, its
+    user, ``STUDIO_DEMO_IMPROVE_MAX_SESSIONS``), recorded on the run. While it runs, the run's row gets a
+    heartbeat (``heartbeat``): a run whose process dies has its claims released after the grace period.
 
     Transient errors (database or broker gone) propagate with the run left ``running`` so that the
     caller may retry; any other error fails the run and propagates.
     """
     params = adjuster_params()
     settle = settings.IMPROVEMENT_SETTLE_SECONDS if settle_seconds is None else settle_seconds
-    scope = {"settle_seconds": settle, **({"user_id": user_id} if user_id is not None else {})}
-    if not _begin_or_fail(run_id, params, scope):
+    narrowed = RunScope(user_id=user_id, settle_seconds=settle, session_limit=session_limit).as_dict()
+    if not _begin_or_fail(run_id, params, narrowed):
         return ImprovementRun.objects.get(pk=run_id)
     release_run_claims(run_id=run_id, reason="its run was restarted before finishing it; back in the queue")
+    fail_lost_runs()  # runs whose worker died: their claims go back at this run's first claim
     scope = _Scope(
         run_id=run_id,
         params=params,
         adjust=adjust,
         user_id=user_id,
         received_before=timezone.now() - timedelta(seconds=settle),
+        session_limit=session_limit,
     )
     try:
-        note = _run_batches(scope, progress)
+        with heartbeat(run_id=run_id):
+            note = _run_batches(scope, progress)
     except TRANSIENT_ERRORS:
         raise
     except SoftTimeLimitExceeded:
@@ -205,17 +237,25 @@ class _Scope:
     adjust: AdjustFn | None
     user_id: str | None
     received_before: datetime  # sessions received before it are settled
+    session_limit: int | None = None  # claim at most this many sessions in all
 
 
 def _run_batches(scope: _Scope, progress: Callable[[BatchReport], None] | None) -> str:
     """Claim and process batches until none is ready (returns "") or the time budget is spent (a note)."""
     started = time.perf_counter()
     budget = settings.IMPROVEMENT_TIME_LIMIT_SECONDS * TIME_BUDGET_FRACTION
+    left = scope.session_limit
     while time.perf_counter() - started <= budget:
+        if left is not None and left <= 0:
+            return f"stopped at its limit of {scope.session_limit} sessions; the rest waits for the next run"
         mark = time.perf_counter()
-        claim = claim_batch(run_id=scope.run_id, received_before=scope.received_before, user_id=scope.user_id)
+        batch_size = settings.IMPROVEMENT_BATCH_SIZE if left is None else min(left, settings.IMPROVEMENT_BATCH_SIZE)
+        claim = claim_batch(
+            run_id=scope.run_id, received_before=scope.received_before, user_id=scope.user_id, batch_size=batch_size
+        )
         if claim is None:
             return ""
+        left = None if left is None else left - len(claim.session_pks)
         report = _process_or_release(scope, claim, claim_seconds=time.perf_counter() - mark)
         if report is not None and progress is not None:
             progress(report)

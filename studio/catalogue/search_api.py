@@ -9,7 +9,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from studio.catalogue import search
-from studio.core.ownership import acting_user
+from studio.core.ownership import acting_user, bound_user
 from studio.core.serializers import AUTH_ERRORS, ErrorSerializer, StrictSerializer
 from studio.core.validation import id_problem
 from studio.core.vectors import InvalidVector, rank_problem, validate_vector
@@ -73,7 +73,8 @@ class SearchApi(APIView):
             required=False,
             allow_null=True,
             trim_whitespace=False,  # ids are taken verbatim everywhere (studio.core.validation.id_problem)
-            help_text="Personalize for this user (their copies).",
+            help_text="Personalize for this user (their copies). With a user-bound token: omitted means the "
+            "token's user, another user is 403, and an explicit null searches anonymously (untracked).",
         )
         limit = serializers.IntegerField(required=False, default=10, min_value=1, max_value=search.MAX_LIMIT)
         offset = serializers.IntegerField(required=False, default=0, min_value=0, max_value=search.MAX_OFFSET)
@@ -151,15 +152,17 @@ class SearchApi(APIView):
         serializer = self.InputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
+        anonymous = "user_id" in request.data and request.data["user_id"] is None  # explicitly nobody
+        user_id = acting_user(request, data.get("user_id"), anonymous=anonymous)  # a token: its user only
         outcome = search.search_and_track(  # domain errors (embedder off, session conflict) map to HTTP once
             query=data.get("query"),
             query_vector=data.get("query_vector"),
-            user_id=acting_user(request, data.get("user_id")),  # a user-bound token searches as its user only
+            user_id=user_id,
             limit=data["limit"],
             offset=data["offset"],
             filter=data.get("filter") or {},
             session_id=data.get("session_id"),
-            track=data["track"],
+            track=data["track"] and not (anonymous and bound_user(request) is not None),
         )
         # Shaped as OutputSerializer documents it, built directly: the hits are already plain values.
         results = [

@@ -239,6 +239,11 @@ IMPROVEMENT_INTERVAL_SECONDS = env.int("IMPROVEMENT_INTERVAL_SECONDS", default=6
 IMPROVEMENT_SETTLE_SECONDS = env.int("IMPROVEMENT_SETTLE_SECONDS", default=60)
 IMPROVEMENT_BATCH_SIZE = env.int("IMPROVEMENT_BATCH_SIZE", default=2000)
 IMPROVEMENT_LEASE_SECONDS = env.int("IMPROVEMENT_LEASE_SECONDS", default=300)
+# A run's worker heartbeats into its row; silent this long, its claims are released and the run failed
+# (without waiting for the lease). It beats every sixth of this (at least every second).
+IMPROVEMENT_WORKER_GRACE_SECONDS = env.int("IMPROVEMENT_WORKER_GRACE_SECONDS", default=60)
+# The demo page's "Improve now" learns from at most this many of its user's sessions (oldest first).
+STUDIO_DEMO_IMPROVE_MAX_SESSIONS = env.int("STUDIO_DEMO_IMPROVE_MAX_SESSIONS", default=50)
 IMPROVEMENT_MAX_ATTEMPTS = env.int("IMPROVEMENT_MAX_ATTEMPTS", default=3)
 IMPROVEMENT_MAX_RETRIES = env.int("IMPROVEMENT_MAX_RETRIES", default=5)
 IMPROVEMENT_EVENT_WEIGHTS = env.dict("IMPROVEMENT_EVENT_WEIGHTS", cast={"value": float}, default={"click": 1.0})

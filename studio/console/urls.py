@@ -7,4 +7,5 @@ from studio.console import demo
 urlpatterns = [
     path("", demo.demo_page, name="demo"),
     path("demo/improve", demo.improve_now, name="demo-improve"),
+    path("demo/improve/<int:run_id>", demo.improve_status, name="demo-improve-status"),
 ]

@@ -19,12 +19,13 @@ def bound_user(request) -> str | None:
     return principal.user_id if isinstance(principal, ApiKeyPrincipal) else None
 
 
-def acting_user(request, user_id: str | None, *, field: str = "user_id") -> str | None:
+def acting_user(request, user_id: str | None, *, anonymous: bool = False, field: str = "user_id") -> str | None:
     """The user a request acts for: ``user_id`` as given; with a user-bound token, its user (when none is given)
-    and never another one (``ForeignUser``)."""
+    and never another one (``ForeignUser``). ``anonymous`` (the client said "nobody" explicitly) acts for no
+    user: that reveals nothing of anyone's clicks, so a token may do it too."""
     bound = bound_user(request)
-    if bound is None:
-        return user_id
+    if bound is None or anonymous:
+        return None if anonymous else user_id
     if user_id is not None and user_id != bound:
         raise ForeignUser("this token acts only for its own user", field=field)
     return bound

@@ -2,8 +2,9 @@
 
 Starts the embedded PostgreSQL and Redis (unless ``DATABASE_URL`` / ``CELERY_BROKER_URL``
 are set), migrates, prints a development API key and admin login, loads the demo
-catalogue once, then runs web, Celery worker and Celery beat together with honcho.
-Ctrl-C stops all of them, then the embedded servers this launcher started.
+catalogue once, then runs web, Celery worker and Celery beat under ``studio.devstack.supervisor``,
+which restarts any of them that dies (with backoff). Ctrl-C stops all of them, then the embedded
+servers this launcher started.
 """
 
 from __future__ import annotations
@@ -31,7 +32,8 @@ def _secret_file(name: str) -> Path:
 
 
 # Run in a child process (Django set up on the stack's settings): reuse the stored keys while they
-# verify, else create and store them; (re)set the admin's password from its file; print both keys.
+# verify with the scopes asked for, else create and store them; (re)set the admin's password from its
+# file; print both keys.
 _CREDENTIALS_SCRIPT = (
     "import sys\n"
     "from pathlib import Path\n"
@@ -40,13 +42,14 @@ _CREDENTIALS_SCRIPT = (
     "from studio.core.auth import create_api_key, verify_api_key\n"
     "def key(path, name, scopes):\n"
     "    p = Path(path)\n"
-    "    if p.exists() and verify_api_key(p.read_text().strip()):\n"
+    "    stored = verify_api_key(p.read_text().strip()) if p.exists() else None\n"
+    "    if stored is not None and sorted(stored.scopes) == sorted(scopes):\n"
     "        return p.read_text().strip()\n"
     "    _, plain = create_api_key(name=name, scopes=scopes)\n"
     "    p.write_text(plain); p.chmod(0o600)\n"
     "    return plain\n"
-    "dev = key(sys.argv[1], 'development', ['ingest', 'search', 'catalog', 'admin'])\n"
-    "demo = key(sys.argv[2], 'demo page', ['search', 'ingest'])\n"
+    "dev = key(sys.argv[1], 'development', ['ingest', 'sessions:read', 'search', 'catalog', 'admin', 'tokens'])\n"
+    "demo = key(sys.argv[2], 'demo page', ['tokens'])\n"
     "User = get_user_model()\n"
     "password = Path(sys.argv[3]).read_text().strip()\n"
     "user, _ = User.objects.get_or_create(username='admin', defaults={'is_staff': True, 'is_superuser': True})\n"
@@ -56,7 +59,7 @@ _CREDENTIALS_SCRIPT = (
 
 
 def _dev_credentials(env: dict[str, str]) -> tuple[str, str, str]:
-    """A development API key (all scopes), a demo key (search, ingest) and an admin password,
+    """A development API key, a demo key (``tokens``: it issues the page's user-bound tokens) and an admin password,
     kept under the data dir so that every ``make run`` prints the same ones."""
     password_file = _secret_file("dev-admin-password")
     if not password_file.exists():
@@ -86,24 +89,24 @@ def main() -> int:
     if not env.get("STATIC_ROOT"):
         (ROOT / ".studio" / "static").mkdir(parents=True, exist_ok=True)  # WhiteNoise warns when it is missing
     holder = _hold_embedded_postgres(env)
-    honcho = None
+    supervisor = None
     try:
         _manage("migrate", "--noinput", env=env)
         _manage("load_demo", env=env)
         dev_key, demo_key, password = _dev_credentials(env)
         env["STUDIO_DEMO_API_KEY"] = demo_key
         _print_banner(env.get("STUDIO_BIND", "127.0.0.1:8000"), dev_key, password)
-        honcho = subprocess.Popen(
-            [str(Path(sys.executable).parent / "honcho"), "start", "-f", str(ROOT / "Procfile")],
+        supervisor = subprocess.Popen(
+            [sys.executable, "-m", "studio.devstack.supervisor", str(ROOT / "Procfile")],
             env=env,
             cwd=ROOT,
             start_new_session=True,
         )
-        return honcho.wait()
+        return supervisor.wait()
     except KeyboardInterrupt:
         return 0
     finally:
-        _stop(honcho)
+        _stop(supervisor)
         if holder is not None:
             holder.close()
         embedded.stop_started()
@@ -159,18 +162,18 @@ def _print_banner(bind: str, dev_key: str, password: str) -> None:
     print("=" * 72 + "\n", flush=True)
 
 
-def _stop(honcho: subprocess.Popen | None) -> None:
-    """Stop honcho's process group if it still runs: SIGTERM, then SIGKILL after 20 s."""
-    if honcho is None or honcho.poll() is not None:
+def _stop(supervisor: subprocess.Popen | None) -> None:
+    """Stop the supervisor if it still runs: SIGTERM (it stops its programs within 20 s), SIGKILL after 30 s."""
+    if supervisor is None or supervisor.poll() is not None:
         return
     try:
-        os.killpg(honcho.pid, signal.SIGTERM)
+        os.killpg(supervisor.pid, signal.SIGTERM)
     except ProcessLookupError:
         pass
     try:
-        honcho.wait(timeout=20)
+        supervisor.wait(timeout=30)
     except subprocess.TimeoutExpired:
-        os.killpg(honcho.pid, signal.SIGKILL)
+        os.killpg(supervisor.pid, signal.SIGKILL)
 
 
 if __name__ == "__main__":

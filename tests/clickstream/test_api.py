@@ -18,7 +18,7 @@ EVENTS = "/api/v1/clickstream/events"
 
 @pytest.fixture
 def ingest(make_client):
-    return make_client("ingest")
+    return make_client("ingest", "sessions:read")  # writes sessions and reads them back
 
 
 def session_body(session_id="s1", **overrides):

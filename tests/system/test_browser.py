@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-import uuid
 
 import pytest
 
@@ -85,12 +84,14 @@ def browser():
 
 
 @pytest.fixture
-def demo_server(transactional_db, live_server, settings):
-    """A live server with the demo on, a demo key, and the small embedded catalogue."""
+def demo_server(transactional_db, live_server, settings, start_worker):
+    """A live server with the demo on, a demo key, a real Celery worker ("Improve now" queues a run for
+    it), and the small embedded catalogue."""
     from studio.catalogue import services
     from studio.core.auth import create_api_key
 
-    _, key = create_api_key(name="demo page", scopes=["search", "ingest"])
+    start_worker()
+    _, key = create_api_key(name="demo page", scopes=["tokens"])
     settings.STUDIO_DEMO = True
     settings.STUDIO_DEMO_API_KEY = key
     services.upsert_objects(
@@ -128,10 +129,9 @@ def test_click_then_improve_moves_the_movie_up_for_that_user_only(browser, demo_
     wait = WebDriverWait(browser, 90)  # the first search loads the embedding model
     browser.get(demo_server.url + "/")
     wait.until(lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-ready") == "true")
-    user_id = f"browser-{uuid.uuid4().hex[:6]}"
-    field = browser.find_element(By.ID, "user-id")
-    field.clear()
-    field.send_keys(user_id)
+    from selenium.webdriver.support.ui import Select
+
+    Select(browser.find_element(By.ID, "user-id")).select_by_value("carol")  # the page holds a token per demo user
     query = browser.find_element(By.ID, "query")
     query.clear()
     query.send_keys("space adventure")

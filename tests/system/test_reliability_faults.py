@@ -8,7 +8,8 @@ step of the pipeline so that the worker process SIGKILLs itself at that point:
 - ``after_claim``   — the claim transaction committed (sessions ``processing`` under a lease);
 - ``after_compute`` — the adjuster returned its vectors, nothing written yet;
 - ``during_write``  — the copies were written inside the batch's write transaction, not committed;
-- ``poison``        — a batch holding a session whose ``search_query`` is ``POISON_QUERY`` (every time).
+- ``poison``        — a batch holding a session whose ``search_query`` is ``POISON_QUERY`` (every time);
+- ``stall``         — not a death: after claiming, the worker sleeps (once), for the test to kill it.
 
 ``stage:/path/marker`` fires once: the marker file records that it fired. Nothing is mocked: the
 worker, broker and database are the real ones, and the process dies as a machine loss would.
@@ -17,9 +18,11 @@ worker, broker and database are the real ones, and the process dies as a machine
 from __future__ import annotations
 
 import os
+import shlex
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -82,6 +85,17 @@ def install_fault(spec: str) -> None:
             return report
 
         personalization.write_copies = writing_then_dying
+    elif stage == "stall":  # claims, then sleeps (the test kills the worker meanwhile)
+        claim_batch = runs.claim_batch
+
+        def claiming_then_stalling(**kwargs):
+            claim = claim_batch(**kwargs)
+            if claim is not None and not os.path.exists(marker):
+                Path(marker).write_text(stage)
+                time.sleep(600)
+            return claim
+
+        runs.claim_batch = claiming_then_stalling
     elif stage == "poison":
         process_claim = runs.process_claim
 
@@ -365,3 +379,89 @@ def test_overlapping_beat_ticks_and_a_duplicated_delivery_process_each_session_o
     assert sum(run.used for run in runs) == 40
     assert {run.status for run in runs} == {RunStatus.SUCCEEDED}
     assert set(Session.objects.values_list("attempts", flat=True)) == {0}
+
+
+def _celery_main_pid(shell_pid: int) -> int:
+    """The Celery main process a supervisor's ``sh -c`` started: the shell itself if it exec'd, else its child."""
+
+    def cmdline(pid: int) -> str:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+
+    if "celery" in cmdline(shell_pid):
+        return shell_pid
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if int(fields[1]) == shell_pid and "celery" in cmdline(int(stat.parent.name)):
+                return int(stat.parent.name)
+        except (OSError, ValueError, IndexError):
+            continue
+    raise AssertionError(f"no celery process under {shell_pid}")
+
+
+def _fresh_heartbeat_since(moment: float) -> bool:
+    from django.core.cache import cache
+
+    from studio.config import heartbeat
+
+    return any(ts > moment for ts in (cache.get(heartbeat._CACHE_KEY) or {}).values())
+
+
+@pytest.mark.slow
+def test_a_worker_killed_mid_run_is_restarted_and_every_session_is_learned_once(
+    clicked_sessions, celery_queue, tmp_path, settings
+):
+    """``kill -9`` of the Celery worker's main process (prefork, as ``make run`` runs it) while its run
+    holds every session: the supervisor stops what is left of it and restarts it (a fresh heartbeat
+    well within 60 s). Then either its task comes back (acks_late) and the run goes on, first giving
+    back what its dead try held, or, once the dead run's heartbeat is older than
+    ``IMPROVEMENT_WORKER_GRACE_SECONDS``, the next run takes its sessions without waiting for the
+    300 s lease. Either way every session is learned exactly once and no copy is written twice."""
+    from clickstream.models import Session
+    from improvement import services
+    from improvement.models import AttemptOutcome, ImprovementAttempt, ImprovementRun, RunStatus
+    from studio.devstack.supervisor import Program, Supervisor
+    from studio.models import PersonalizedObject
+
+    grace = 3
+    settings.IMPROVEMENT_WORKER_GRACE_SECONDS = grace
+    marker, log = tmp_path / "stalled", tmp_path / "supervised.log"
+    env = subprocess_env(
+        CELERY_TASK_DEFAULT_QUEUE=celery_queue,
+        **WORKER_ENV,
+        IMPROVEMENT_WORKER_GRACE_SECONDS=str(grace),
+        **{FAULT_ENV: f"stall:{marker}"},
+    )
+    command = [sys.executable, "-m", "celery", "-A", "studio", "worker", "--pool", "prefork", "--concurrency", "1"]
+    command += ["--loglevel", "INFO", "-Q", celery_queue, "-n", f"{celery_queue}@%h", "--without-mingle"]
+    command += ["--without-gossip", "--include", "tests.system.test_reliability_faults"]
+    worker = Program(name="worker", command=shlex.join(command))
+    with log.open("w") as out:
+        supervisor = Supervisor([worker], env=env, cwd=ROOT, out=out)
+        threading.Thread(target=supervisor.run, kwargs={"poll_seconds": 0.2}, daemon=True).start()
+        try:
+            wait_for(lambda: "ready." in log.read_text(errors="replace"), what="the supervised worker")
+            killed_run = enqueue_api_run()
+            wait_for(marker.exists, what="the worker to claim and stall")
+            assert Session.objects.filter(improvement_status="processing").count() == 8
+            killed_at = time.time()
+            os.kill(_celery_main_pid(worker.process.pid), signal.SIGKILL)
+
+            wait_for(lambda: worker.restarts == 1, timeout=30, what="the supervisor to restart the worker")
+            wait_for(lambda: _fresh_heartbeat_since(killed_at), timeout=60, what="a heartbeat of the new worker")
+            assert time.time() - killed_at < 60
+
+            time.sleep(grace + 1)  # the dead try's last heartbeat is now older than the grace period
+            next_run = enqueue_api_run()
+            wait_for(lambda: run_finished(next_run), what="the next run")
+            wait_for(lambda: not Session.objects.exclude(improvement_status="done").exists(), what="every session")
+        finally:
+            supervisor.stop()
+
+    services.reap_expired_leases()  # what beat does when idle: fails runs that are lost
+    assert ImprovementRun.objects.get(pk=killed_run).status in (RunStatus.SUCCEEDED, RunStatus.FAILED)
+    for session in Session.objects.all():
+        outcomes = list(ImprovementAttempt.objects.filter(session=session).values_list("outcome", flat=True))
+        assert outcomes.count(AttemptOutcome.DONE) == 1 and AttemptOutcome.PROCESSING not in outcomes, outcomes
+    assert set(PersonalizedObject.objects.values_list("updates", flat=True)) == {1}  # written once
+    assert not any(p.process and p.process.poll() is None for p in supervisor.programs)

@@ -119,3 +119,54 @@ def test_partial_index_serves_the_claim(world):
         )
         plan = "\n".join(row[0] for row in cursor.fetchall())
     assert "session_ready_idx" in plan
+
+
+def _running(run, *, heartbeat_age: float):
+    """Mark ``run`` running with a heartbeat ``heartbeat_age`` seconds old (as a worker that then went quiet)."""
+    from improvement.models import ImprovementRun, RunStatus
+
+    beat = timezone.now() - timedelta(seconds=heartbeat_age)
+    ImprovementRun.objects.filter(pk=run.pk).update(status=RunStatus.RUNNING, heartbeat_at=beat, started_at=beat)
+
+
+def test_a_silent_workers_claims_go_back_at_the_next_claim_without_waiting_for_the_lease(world, settings):
+    from improvement.models import ImprovementRun, RunStatus
+
+    settings.IMPROVEMENT_WORKER_GRACE_SECONDS = 60
+    shown = list(world["vectors"])[:2]
+    for user in ("alive", "dead"):
+        click(register(user_id=user, shown=shown, query_vector=world["query"]), shown[0])
+    alive_run, dead_run = (services.create_run(trigger=RunTrigger.COMMAND) for _ in range(2))
+    held = {}
+    for run, user in ((alive_run, "alive"), (dead_run, "dead")):
+        held[user] = services.claim_batch(run_id=run.pk, received_before=later(), user_id=user, lease_seconds=300)
+    _running(alive_run, heartbeat_age=59)  # within the grace period
+    _running(dead_run, heartbeat_age=61)  # silent past it: killed, OOM, a lost machine
+
+    successor = services.create_run(trigger=RunTrigger.COMMAND)
+    claim = services.claim_batch(run_id=successor.pk, received_before=later())
+    assert claim is not None and list(claim.users.values()) == ["dead"]  # the 300 s lease did not hold it
+    assert Session.objects.get(user_id="alive").improvement_status == "processing"
+    dead_attempt = ImprovementAttempt.objects.get(run=dead_run)
+    assert dead_attempt.outcome == "expired" and "silent" in dead_attempt.detail
+
+    assert services.reap_expired_leases()["runs_failed"] == 1
+    assert ImprovementRun.objects.get(pk=dead_run.pk).status == RunStatus.FAILED
+    assert ImprovementRun.objects.get(pk=alive_run.pk).status == RunStatus.RUNNING
+
+
+def test_a_running_run_records_its_worker_and_beats(transactional_db, settings):
+    from improvement.models import ImprovementRun
+    from improvement.services.heartbeat import heartbeat, worker_identity
+
+    settings.IMPROVEMENT_WORKER_GRACE_SECONDS = 6  # a beat every second
+    run = services.create_run(trigger=RunTrigger.COMMAND)
+    _running(run, heartbeat_age=100)
+    before = ImprovementRun.objects.get(pk=run.pk).heartbeat_at
+    with heartbeat(run_id=run.pk):
+        import time
+
+        time.sleep(1.5)
+    assert ImprovementRun.objects.get(pk=run.pk).heartbeat_at > before + timedelta(seconds=90)
+    finished = services.execute_run(run_id=services.create_run(trigger=RunTrigger.COMMAND).pk)
+    assert finished.worker == worker_identity() and finished.heartbeat_at is not None
