@@ -244,25 +244,19 @@ _RECOMPUTED_EVIDENCE = (
 _RECOMPUTED_QUERIES = "SELECT query, count(DISTINCT voter) FROM studio_sharedvote GROUP BY 1"
 
 
-def _derived_state() -> tuple[set, set]:
+def _row_sets(*statements: str) -> tuple[set, ...]:
+    """Each statement's rows as a set (the statements are this module's constants)."""
     with connection.cursor() as cursor:
-        cursor.execute(_DERIVED_EVIDENCE)
-        evidence = set(cursor.fetchall())
-        cursor.execute(_DERIVED_QUERIES)
-        return evidence, set(cursor.fetchall())
-
-
-def _recomputed_state() -> tuple[set, set]:
-    with connection.cursor() as cursor:
-        cursor.execute(_RECOMPUTED_EVIDENCE)
-        evidence = set(cursor.fetchall())
-        cursor.execute(_RECOMPUTED_QUERIES)
-        return evidence, set(cursor.fetchall())
+        out = []
+        for statement in statements:
+            cursor.execute(statement)
+            out.append(set(cursor.fetchall()))
+        return tuple(out)
 
 
 def derived_matches_votes() -> bool:
     """Whether the evidence and voter counts equal a full recomputation from the votes (what every refresh keeps)."""
-    return _derived_state() == _recomputed_state()
+    return _row_sets(_DERIVED_EVIDENCE, _DERIVED_QUERIES) == _row_sets(_RECOMPUTED_EVIDENCE, _RECOMPUTED_QUERIES)
 
 
 def forget_is_exact(*, voter: str) -> bool:

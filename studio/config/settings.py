@@ -206,6 +206,8 @@ SPECTACULAR_SETTINGS = {
         "securitySchemes": {"ApiKey": {"type": "http", "scheme": "bearer", "description": "studio API key"}}
     },
     "SECURITY": [{"ApiKey": []}],
+    # OpenAPI links (session → events → read → forget) for clients and the stateful tests
+    "POSTPROCESSING_HOOKS": ["drf_spectacular.hooks.postprocess_schema_enums", "studio.core.schema_links.add_links"],
 }
 
 # --- catalogue, embedding, search ---------------------------------------------------

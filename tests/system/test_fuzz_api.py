@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from benchmarks.fuzz_api import fuzz_schema, print_reports, summarize
+from benchmarks.fuzz_api import fuzz_schema, print_reports, schema_checks, summarize
 
 EXAMPLES = 20  # per operation and mode: keeps this test well under two minutes on two cores
 
@@ -28,7 +28,7 @@ def seeded(transactional_db, settings):
     services.copy_objects(rows=[(f"obj{i}", {"genre": f"g{i % 3}"}, "", [v.tolist()]) for i, v in enumerate(vectors)])
     for i in range(3):
         register(user_id=f"user{i}", shown=[f"obj{j}" for j in range(5)], query_vector=vectors[i], session_id=f"s{i}")
-    return create_api_key(name="fuzz", scopes=["ingest", "search", "catalog", "admin"])[1]
+    return create_api_key(name="fuzz", scopes=["ingest", "sessions:read", "search", "catalog", "admin", "tokens"])[1]
 
 
 def test_every_operation_survives_fuzzing_and_conforms_to_the_schema(seeded, monkeypatch):
@@ -46,6 +46,63 @@ def test_every_operation_survives_fuzzing_and_conforms_to_the_schema(seeded, mon
     assert all(report.examples > 0 for report in reports)
     assert totals["server_errors"] == 0
     assert {r.label: sorted(r.failures) for r in reports if r.failures} == {}
+
+
+def test_schema_links_chain_session_events_read_and_forget():
+    from drf_spectacular.generators import SchemaGenerator
+
+    paths = SchemaGenerator().get_schema(request=None, public=True)["paths"]
+    created = paths["/api/v1/clickstream/sessions"]["post"]["responses"]["201"]["links"]
+    operations = {op["operationId"] for ops in paths.values() for op in ops.values() if isinstance(op, dict)}
+    assert {link["operationId"] for link in created.values()} <= operations
+    assert created["RecordEvents"]["parameters"] == {"session_id": "$response.body#/session_id"}
+    assert "ForgetUser" in paths["/api/v1/clickstream/sessions/{session_id}"]["get"]["responses"]["200"]["links"]
+
+
+def test_stateful_sequences_over_the_links_never_fail(seeded, monkeypatch):
+    """Schemathesis' state machine follows the OpenAPI links: create session → events → read → irrelevant →
+    forget its user, with generated data; every response conforms and none is a 5xx."""
+    import hypothesis
+    import schemathesis
+    from rest_framework.throttling import SimpleRateThrottle
+
+    from studio.config.wsgi import application
+
+    monkeypatch.setattr(SimpleRateThrottle, "THROTTLE_RATES", {"api_key": "1000000/s"})
+    schema = schemathesis.openapi.from_wsgi("/api/v1/schema", application).include(path_regex="clickstream|users")
+    reached: dict[str, int] = {}
+
+    class Sequences(schema.as_state_machine()):
+        def before_call(self, case):
+            case.headers = {**(case.headers or {}), "Authorization": f"Bearer {seeded}"}  # not a generated one
+            body = case.body if case.path == "/api/v1/clickstream/sessions" else None
+            if isinstance(body, dict) and body.get("query_vector") is None and not body.get("search_query"):
+                body["search_query"] = "space adventure"  # "a text or a vector": what a schema cannot say
+
+        def validate_response(self, response, case, **kwargs):
+            case.validate_response(response, checks=schema_checks())  # the fuzzing's checks (and why: fuzz_api)
+
+        def after_call(self, response, case):
+            super().after_call(response, case)
+            if response.status_code < 300:
+                label = f"{case.method} {case.path}"
+                reached[label] = reached.get(label, 0) + 1
+
+    settings = hypothesis.settings(
+        max_examples=25,
+        stateful_step_count=6,
+        deadline=None,
+        derandomize=True,
+        database=None,
+        suppress_health_check=list(hypothesis.HealthCheck),
+    )
+    Sequences.run(settings=settings)
+    for operation in (
+        "POST /api/v1/clickstream/sessions",
+        "GET /api/v1/clickstream/sessions/{session_id}",
+        "DELETE /api/v1/users/{user_id}",
+    ):
+        assert reached.get(operation), (operation, reached)  # the links were followed to a success
 
 
 # --- what fuzzing found, kept as regressions -------------------------------------------------------

@@ -93,7 +93,8 @@ class Stack:
             "PYTHONUNBUFFERED": "1",
         }
         self.manage("migrate", "--no-input", "-v", "0")
-        self.key = self.manage("create_api_key", "--name", "outage", "--scopes", "ingest,search,admin").split()[-1]
+        scopes = "ingest,sessions:read,search,admin"
+        self.key = self.manage("create_api_key", "--name", "outage", "--scopes", scopes).split()[-1]
         self.port = self.start_web()
         return self
 

@@ -142,6 +142,8 @@ REVIEWED_DYNAMIC_SQL = {
     "pg_size_bytes computed from a bound parameter",
     ("studio/migrations/0002_objectpart_hnsw_index.py", "drop_index"): "a constant index name",
     ("studio/catalogue/personalization.py", "execute"): "a cursor wrapper forwarding its caller's statement unchanged",
+    ("studio/catalogue/shared.py", "_row_sets"): "runs the module's constant statements it is handed "
+    "(_DERIVED_* and _RECOMPUTED_*); nothing is formatted",
     ("studio/catalogue/search.py", "_run_ranking"): "_ranking_sql: fixed fragments and the metric operator from "
     "settings; vector, user, filter (jsonb @> bound), limits are bound parameters",
     ("studio/catalogue/services.py", "drop_hnsw_index"): "a constant index name",
