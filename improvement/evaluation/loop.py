@@ -403,19 +403,22 @@ def run_arm(ctx: LoopContext, arm: Arm) -> ArmOutcome:
     the state after ``r`` improvement runs; the last point is the final seen evaluation."""
     started = time.monotonic()
     reset_state()
+    # The arm's settings hold for its searches too: some act only at search time (the shared tier's bound,
+    # weight and minimum of users), so overriding them for the improvement runs alone would test nothing.
     with override_settings(**arm.overrides):
-        parameters = arm_parameters(arm)
-    outcome = ArmOutcome(name=arm.name, parameters=parameters, rankings={}, curve=[], clicked=defaultdict(set))
-    bar = _progress_bar(ctx, arm)
-    guard_before = _guard_rankings(ctx)
-    first_shown, last_shown = _training_rounds(ctx, arm, outcome, bar)
-    _final_evaluation(ctx, outcome, bar)
-    guard_after = _guard_rankings(ctx)
-    bar.close()
-    outcome.guards = _guards(ctx, outcome, first_shown, last_shown, guard_before, guard_after)
-    if arm.improve:
-        outcome.guards["single_user_invisible"] = _single_user_invisible(ctx, arm)
-        outcome.guards["forget_exact"] = shared_checks.forget_is_exact(voter=_first_voter(ctx))
+        outcome = ArmOutcome(
+            name=arm.name, parameters=arm_parameters(arm), rankings={}, curve=[], clicked=defaultdict(set)
+        )
+        bar = _progress_bar(ctx, arm)
+        guard_before = _guard_rankings(ctx)
+        first_shown, last_shown = _training_rounds(ctx, arm, outcome, bar)
+        _final_evaluation(ctx, outcome, bar)
+        guard_after = _guard_rankings(ctx)
+        bar.close()
+        outcome.guards = _guards(ctx, outcome, first_shown, last_shown, guard_before, guard_after)
+        if arm.improve:
+            outcome.guards["single_user_invisible"] = _single_user_invisible(ctx, arm)
+            outcome.guards["forget_exact"] = shared_checks.forget_is_exact(voter=_first_voter(ctx))
     outcome.seconds = time.monotonic() - started
     return outcome
 

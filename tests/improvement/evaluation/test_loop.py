@@ -75,3 +75,30 @@ def test_guard_catches_a_ranking_change_for_someone_who_never_clicked(tmp_path, 
         outcome = loop.run_arm(ctx, studio_arm)
     assert outcome.guards["other_users_unchanged"] is False
     assert outcome.guards["anonymous_unchanged"] is True  # copies never reach anonymous search
+
+
+def test_an_arms_settings_hold_while_its_rankings_are_measured(tmp_path, unblocked_database, monkeypatch):
+    """Settings that act only at search time (the shared tier's bound) must be in force during the arm's
+    searches, not only during its improvement runs: else a sweep over them measures the defaults again."""
+    from django.conf import settings
+
+    from improvement.evaluation import loop
+    from improvement.evaluation.datasets import load_beir
+
+    tiny_collection(tmp_path / "tiny")
+    dataset = load_beir(tmp_path / "tiny", users=2, queries_per_user=1)
+    seen_while_measuring = []
+    measure = loop._final_evaluation
+
+    def recording(ctx, outcome, bar):
+        seen_while_measuring.append(settings.IMPROVEMENT_SHARED_MAX_OFFSET)
+        return measure(ctx, outcome, bar)
+
+    monkeypatch.setattr(loop, "_final_evaluation", recording)
+    with throwaway_database():
+        vectors = loop.prepare(dataset, progress=False)
+        ctx = loop.LoopContext(
+            dataset=dataset, query_vectors=vectors, rounds=1, click_model="pbm", eta=1.0, seed=0, progress=False
+        )
+        loop.run_arm(ctx, loop.Arm("wide", overrides={"IMPROVEMENT_SHARED_MAX_OFFSET": 0.123}))
+    assert seen_while_measuring == [0.123]
