@@ -6,7 +6,7 @@ so the suffixed routes resolve unambiguously.
 
 from django.urls import path
 
-from clickstream import api
+from clickstream import api, experiments_api
 
 urlpatterns = [
     path("clickstream/sessions", api.SessionCreateApi.as_view(), name="clickstream-sessions"),
@@ -23,4 +23,8 @@ urlpatterns = [
     ),
     path("clickstream/sessions/<str:session_id>", api.SessionDetailApi.as_view(), name="clickstream-session"),
     path("clickstream/events", api.EventsApi.as_view(), name="clickstream-events"),
+    path(
+        "experiments/interleaving", experiments_api.InterleavingExperimentApi.as_view(), name="experiments-interleaving"
+    ),
+    path("judgments", experiments_api.JudgmentsExportApi.as_view(), name="judgments"),
 ]

@@ -27,7 +27,7 @@ from django.conf import settings
 from django.db import connection, transaction
 
 from clickstream import services as clickstream_services  # catalogue → clickstream (docs/architecture.md)
-from studio.catalogue import embedding
+from studio.catalogue import embedding, interleaving
 from studio.catalogue import shared as shared_tier
 from studio.core import db
 from studio.core.errors import DomainError
@@ -61,6 +61,7 @@ class SearchHit:
     payload: dict
     personalized: bool
     shared: bool = False  # the shared tier's offset for this query moved it
+    team: str | None = None  # interleaved searches: which ranking put it here (``interleaving``)
 
 
 @dataclass
@@ -458,11 +459,21 @@ def search_and_track(
     if not track:
         return SearchOutcome(session_id=session_id, hits=result.hits, meta=result.meta)
     session_id = session_id or uuid.uuid4().hex
+    # Only a first page that learning could have changed (a user's copies, a query's shared tier) is interleaved.
+    if offset == 0 and (user_id or query) and interleaving.interleaved(session_id=session_id):
+        _interleave_with_base(result, session_id=session_id, query_vector=query_vector, limit=limit, filter=filter)
     try:
         _register(session_id=session_id, user_id=user_id, query=query, query_vector=query_vector, result=result)
     except clickstream_services.SessionInvalid as exc:
         raise exc.renamed(_SESSION_FIELD_NAMES) from None
     return SearchOutcome(session_id=session_id, hits=result.hits, meta=result.meta)
+
+
+def _interleave_with_base(result: SearchResult, *, session_id: str, query_vector, limit: int, filter) -> None:
+    """Replace the learned page by its team draft with the base ranking (originals only, no shared tier)."""
+    base = search_objects(query_vector=query_vector, user_id=None, limit=limit, filter=filter)
+    result.hits = interleaving.interleave_hits(result.hits, base.hits, limit=limit, seed=session_id)
+    result.meta["interleaving"] = "team_draft"
 
 
 def _register(*, session_id: str, user_id: str | None, query: str | None, query_vector, result) -> None:
@@ -481,6 +492,7 @@ def _register(*, session_id: str, user_id: str | None, query: str | None, query_
                     "distance": hit.distance,
                     "personalized": hit.personalized,
                     "shared": hit.shared,
+                    **({"team": hit.team} if hit.team else {}),
                 },
             )
             for hit in result.hits

@@ -187,6 +187,7 @@ REST_FRAMEWORK = {
     "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "studio.core.errors.api_exception_handler",
+    "URL_FORMAT_OVERRIDE": None,  # ?format= is GET /judgments' own parameter (csv|jsonl), not a renderer switch
     "UNAUTHENTICATED_USER": None,
 }
 
@@ -220,6 +221,13 @@ STUDIO_EMBEDDER_DEVICE = env.str("STUDIO_EMBEDDER_DEVICE", default="cpu")
 STUDIO_EMBEDDER_MAX_WORDS = env.int("STUDIO_EMBEDDER_MAX_WORDS", default=200)
 STUDIO_HNSW_M = env.int("STUDIO_HNSW_M", default=16)
 STUDIO_HNSW_EF_CONSTRUCTION = env.int("STUDIO_HNSW_EF_CONSTRUCTION", default=64)
+# Online proof (docs/architecture.md, "Online proof"): the share of tracked searches shown as a team draft of the
+# learned and the base ranking (0 = off; make run's demo sets 0.5), and the guard on the experiment's verdict.
+STUDIO_INTERLEAVE_FRACTION = env.float("STUDIO_INTERLEAVE_FRACTION", default=0.0)
+STUDIO_INTERLEAVE_GUARD_P = env.float("STUDIO_INTERLEAVE_GUARD_P", default=0.01)
+STUDIO_INTERLEAVE_GUARD_MIN_SESSIONS = env.int("STUDIO_INTERLEAVE_GUARD_MIN_SESSIONS", default=200)
+STUDIO_INTERLEAVE_GUARD_DAYS = env.int("STUDIO_INTERLEAVE_GUARD_DAYS", default=7)
+STUDIO_INTERLEAVE_AUTO_OFF = env.bool("STUDIO_INTERLEAVE_AUTO_OFF", default=False)
 STUDIO_EF_SEARCH = env.int("STUDIO_EF_SEARCH", default=150)  # recall@10 0.98 on 100k x 384 (0.94 at 100)
 STUDIO_MAX_OBJECTS_PER_REQUEST = env.int("STUDIO_MAX_OBJECTS_PER_REQUEST", default=1000)
 STUDIO_MAX_PARTS_PER_OBJECT = env.int("STUDIO_MAX_PARTS_PER_OBJECT", default=64)

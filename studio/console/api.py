@@ -28,6 +28,11 @@ class HealthApi(APIView):
             allow_null=True, help_text="Sessions waiting for improvement, counted up to 100,000."
         )
         pending_sessions_capped = serializers.BooleanField(help_text="True when there are more than 100,000.")
+        interleaving = serializers.DictField(
+            allow_null=True,
+            help_text="While STUDIO_INTERLEAVE_FRACTION > 0: ok (false with a warning when the learned ranking loses "
+            "significantly), sessions, wins, losses, ties, win_rate, p_value; null otherwise",
+        )
         metric = serializers.CharField()
         embedding_dim = serializers.IntegerField()
 

@@ -62,6 +62,24 @@ def pending_sessions() -> int | None:
         return None
 
 
+def check_interleaving() -> dict | None:
+    """The interleaving guard (``clickstream.experiments.guard_status``) while the experiment runs; None when
+    ``STUDIO_INTERLEAVE_FRACTION`` is 0. A tripped guard is a warning: search still answers."""
+    if settings.STUDIO_INTERLEAVE_FRACTION <= 0:
+        return None
+    from clickstream.experiments import guard_status
+
+    try:
+        guard = guard_status()
+    except Exception as exc:  # noqa: BLE001  health reports, it does not raise
+        return {"ok": False, "error": str(exc).splitlines()[0]}
+    keys = ("sessions", "wins", "losses", "ties", "win_rate", "p_value")
+    report = {"ok": not guard["tripped"], **{key: guard[key] for key in keys}}
+    if guard["tripped"]:
+        report["warning"] = "the learned ranking loses the interleaving experiment significantly"
+    return report
+
+
 def health_report() -> tuple[bool, dict]:
     """(healthy, report). Healthy means the database and broker answer; workers are reported."""
     database = check_database()
@@ -75,6 +93,7 @@ def health_report() -> tuple[bool, dict]:
         "workers": workers,
         "pending_sessions": min(pending, PENDING_COUNT_CAP) if pending is not None else None,
         "pending_sessions_capped": pending is not None and pending > PENDING_COUNT_CAP,
+        "interleaving": check_interleaving() if database["ok"] else None,
         "metric": settings.STUDIO_METRIC,
         "embedding_dim": settings.STUDIO_EMBEDDING_DIM,
     }
