@@ -58,7 +58,7 @@ class InterleavingExperimentApi(APIView):
     class QuerySerializer(StrictSerializer):
         since = SinceField(required=False)
 
-    class DaySerializer(serializers.Serializer):
+    class InterleavingDaySerializer(serializers.Serializer):
         day = serializers.DateField()
         sessions = serializers.IntegerField(help_text="Interleaved sessions (with or without clicks).")
         wins = serializers.IntegerField(help_text="Sessions whose clicks credited the learned ranking more.")
@@ -68,21 +68,21 @@ class InterleavingExperimentApi(APIView):
         win_rate_ci95 = serializers.ListField(child=serializers.FloatField(), allow_null=True)
         p_value = serializers.FloatField(help_text="Two-sided exact sign test over wins and losses.")
 
-    class OutputSerializer(DaySerializer):
+    class InterleavingReportSerializer(InterleavingDaySerializer):
         day = None
         since = serializers.DateTimeField()
-        days = serializers.ListField(child=serializers.DictField())
+        days = serializers.ListField(child=serializers.DictField(), help_text="The same fields per day (UTC).")
 
     @extend_schema(
         parameters=[SINCE],
-        responses={200: OutputSerializer, 400: ErrorSerializer, **AUTH_ERRORS},
+        responses={200: InterleavingReportSerializer, 400: ErrorSerializer, **AUTH_ERRORS},
         tags=["experiments"],
     )
     def get(self, request):
         query = self.QuerySerializer(data=request.query_params.dict())
         query.is_valid(raise_exception=True)
         report = experiments.interleaving_report(since=query.validated_data.get("since") or _since_default())
-        return Response(self.OutputSerializer(report).data)
+        return Response(self.InterleavingReportSerializer(report).data)
 
 
 class JudgmentsExportApi(APIView):
@@ -91,6 +91,10 @@ class JudgmentsExportApi(APIView):
     clicks, the cascade estimate, the 0–3 rating)."""
 
     required_scope = "admin"
+
+    def perform_content_negotiation(self, request, force=False):
+        # ``?format=`` is this endpoint's own parameter (csv|jsonl), not DRF's renderer switch: never a 404 for it.
+        return super().perform_content_negotiation(request, force=True)
 
     class QuerySerializer(StrictSerializer):
         since = SinceField(required=False)

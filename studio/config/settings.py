@@ -187,7 +187,6 @@ REST_FRAMEWORK = {
     "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "studio.core.errors.api_exception_handler",
-    "URL_FORMAT_OVERRIDE": None,  # ?format= is GET /judgments' own parameter (csv|jsonl), not a renderer switch
     "UNAUTHENTICATED_USER": None,
 }
 
