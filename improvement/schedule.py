@@ -24,3 +24,18 @@ def ensure_beat_schedule(*, apps=None) -> bool:
         description="Learn from settled click sessions: claim, adjust per-user vectors, write them.",
         apps=apps,
     )
+
+
+GUARD_TASK_NAME = "studio: interleaving guard"
+GUARD_EVERY_SECONDS = 300
+
+
+def ensure_guard_schedule(*, apps=None) -> bool:
+    """Create the periodic interleaving guard check (every five minutes) unless it exists."""
+    return ensure_periodic_task(
+        name=GUARD_TASK_NAME,
+        task="improvement.check_interleaving_guard",
+        every_seconds=GUARD_EVERY_SECONDS,
+        description="Switch learned ranking off when it loses the interleaving experiment (auto-off setting).",
+        apps=apps,
+    )

@@ -66,3 +66,9 @@ def improve(
         return None
     services.execute_run(run_id=run_id, user_id=user_id, settle_seconds=settle_seconds, session_limit=session_limit)
     return run_id
+
+
+@shared_task(name="improvement.check_interleaving_guard", ignore_result=True)
+def check_interleaving_guard() -> bool:
+    """Beat: switch learned ranking off when it loses the interleaving experiment (STUDIO_INTERLEAVE_AUTO_OFF)."""
+    return services.enforce_interleaving_guard()

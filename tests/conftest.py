@@ -37,10 +37,13 @@ def pytest_sessionfinish(session, exitstatus):
 
 @pytest.fixture(autouse=True)
 def _clear_cache():
-    """Throttle counters and heartbeats must not leak between tests."""
+    """Throttle counters, heartbeats and the learned-ranking switch's cached state must not leak between tests."""
     from django.core.cache import cache
 
+    from studio.catalogue import ranking_switch
+
     cache.clear()
+    ranking_switch.forget_cached_state()
     yield
 
 

@@ -5,13 +5,15 @@
 - ``heartbeat``: a running run's sign of life (its worker's identity, the beat thread);
 - ``batch``: one claimed batch in stages (load → plan → adjust → decide → write);
 - ``metrics``: add a batch's counts and totals to its run;
-- ``users``: forget a user everywhere.
+- ``users``: forget a user everywhere;
+- ``guard``: switch learned ranking off when it loses the interleaving experiment.
 
 The names callers use are re-exported here (``from improvement import services``).
 """
 
 from improvement.services.batch import process_claim
 from improvement.services.claims import Claim, LeaseLost, claim_batch, reap_expired_leases, release_claim
+from improvement.services.guard import enforce_interleaving_guard
 from improvement.services.metrics import BatchReport
 from improvement.services.runs import (
     TRANSIENT_ERRORS,
@@ -37,6 +39,7 @@ __all__ = [
     "adjuster_params",
     "claim_batch",
     "create_run",
+    "enforce_interleaving_guard",
     "enqueue_run",
     "execute_run",
     "finish_run",

@@ -8,8 +8,15 @@ from django.contrib import admin
 from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 
-from studio.catalogue import shared
-from studio.catalogue.models import Object, ObjectPart, PersonalizedObject, PersonalizedPart, SharedQuery
+from studio.catalogue import ranking_switch, shared
+from studio.catalogue.models import (
+    Object,
+    ObjectPart,
+    PersonalizedObject,
+    PersonalizedPart,
+    RankingSwitch,
+    SharedQuery,
+)
 from studio.core.vectors import short_vector
 
 
@@ -193,4 +200,25 @@ class SharedQueryAdmin(admin.ModelAdmin):
         return False
 
     def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+
+@admin.register(RankingSwitch)
+class RankingSwitchAdmin(admin.ModelAdmin):
+    """Every change of the learned-ranking switch (the latest is in force); *Add* records a new one, e.g.
+    switching learned ranking back on after the interleaving guard switched it off."""
+
+    list_display = ("changed_at", "learned_ranking", "changed_by", "reason")
+    fields = ("learned_ranking", "reason")
+    ordering = ("-changed_at", "-pk")
+
+    def save_model(self, request, obj, form, change):
+        obj.changed_by = request.user.get_username()
+        super().save_model(request, obj, form, change)
+        ranking_switch.forget_cached_state()  # this process at once; the others within CACHE_SECONDS
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False  # the history is append-only
+
+    def has_delete_permission(self, request, obj=None) -> bool:
         return False

@@ -151,3 +151,21 @@ class SharedEvidence(models.Model):
 
     def __str__(self) -> str:
         return f"{self.query} / {self.object_id}"
+
+
+class RankingSwitch(models.Model):
+    """One change of whether search uses learned ranking (users' copies and the shared tier); the latest row is the
+    state, and no row means on. The interleaving guard writes "off" (``STUDIO_INTERLEAVE_AUTO_OFF``); an admin
+    writes "on" again. Learning goes on either way: only what search shows changes."""
+
+    learned_ranking = models.BooleanField(help_text="Whether search ranks with copies and the shared tier.")
+    changed_at = models.DateTimeField(auto_now_add=True)
+    changed_by = models.CharField(max_length=150, help_text="'interleaving guard' or the admin's username.")
+    reason = models.TextField(blank=True, default="")
+
+    class Meta:
+        indexes = [models.Index(fields=["-changed_at"], name="rankingswitch_changed_idx")]
+
+    def __str__(self) -> str:
+        state = "on" if self.learned_ranking else "off"
+        return f"learned ranking {state} ({self.changed_by})"

@@ -27,7 +27,7 @@ from django.conf import settings
 from django.db import connection, transaction
 
 from clickstream import services as clickstream_services  # catalogue → clickstream (docs/architecture.md)
-from studio.catalogue import embedding, interleaving
+from studio.catalogue import embedding, interleaving, ranking_switch
 from studio.catalogue import shared as shared_tier
 from studio.core import db
 from studio.core.errors import DomainError
@@ -284,6 +284,8 @@ def search_objects(
     ranking for tests and benchmarks. ``query_text`` keys the shared tier: its offsets for that
     (normalized) query shift the distances, for every user and anonymous search alike.
     """
+    if not ranking_switch.learned_ranking_on():  # switched off (the interleaving guard): originals only
+        user_id, query_text = None, None
     if not 1 <= limit <= MAX_LIMIT:
         raise ValueError(f"limit must be in 1..{MAX_LIMIT}")
     if not 0 <= offset <= MAX_OFFSET:
@@ -460,7 +462,8 @@ def search_and_track(
         return SearchOutcome(session_id=session_id, hits=result.hits, meta=result.meta)
     session_id = session_id or uuid.uuid4().hex
     # Only a first page that learning could have changed (a user's copies, a query's shared tier) is interleaved.
-    if offset == 0 and (user_id or query) and interleaving.interleaved(session_id=session_id):
+    learning_shows = (user_id or query) and ranking_switch.learned_ranking_on()
+    if offset == 0 and learning_shows and interleaving.interleaved(session_id=session_id):
         _interleave_with_base(result, session_id=session_id, query_vector=query_vector, limit=limit, filter=filter)
     try:
         _register(session_id=session_id, user_id=user_id, query=query, query_vector=query_vector, result=result)

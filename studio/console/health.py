@@ -73,8 +73,10 @@ def check_interleaving() -> dict | None:
         guard = guard_status()
     except Exception as exc:  # noqa: BLE001  health reports, it does not raise
         return {"ok": False, "error": str(exc).splitlines()[0]}
+    from studio.catalogue.ranking_switch import learned_ranking_on
+
     keys = ("sessions", "wins", "losses", "ties", "win_rate", "p_value")
-    report = {"ok": not guard["tripped"], **{key: guard[key] for key in keys}}
+    report = {"ok": not guard["tripped"], **{key: guard[key] for key in keys}, "learned_ranking": learned_ranking_on()}
     if guard["tripped"]:
         report["warning"] = "the learned ranking loses the interleaving experiment significantly"
     return report

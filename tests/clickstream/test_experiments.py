@@ -4,35 +4,14 @@ result, the sign test and interval, the guard in health, and the judgments expor
 from __future__ import annotations
 
 import json
-import uuid
 
 import pytest
 from scipy.stats import binomtest
 
-from clickstream import experiments, services
+from clickstream import experiments
 from clickstream.experiments import Tally, sign_test_p, verdict, wilson_interval
-from clickstream.models import Session
-from studio.catalogue.interleaving import BASE, LEARNED
+from tests.clickstream.support import interleaved_session
 from tests.improvement.support import click
-
-SHOWN = ["a", "b", "c", "d"]
-
-
-def interleaved_session(*, teams=(LEARNED, BASE, LEARNED, BASE), query="q", interleaving=True) -> Session:
-    """A session registered as search registers an interleaved one: each shown result with its team."""
-    session_id = uuid.uuid4().hex
-    services.register_session(
-        session_id=session_id,
-        user_id="u",
-        search_query=query,
-        query_vector=None,
-        results=[
-            services.ShownResultInput(object_id=oid, score=None, meta={"team": team} if interleaving else {})
-            for oid, team in zip(SHOWN, teams, strict=True)
-        ],
-        search_meta={"interleaving": "team_draft"} if interleaving else {},
-    )
-    return Session.objects.get(session_id=session_id)
 
 
 def test_clicks_credit_the_team_that_showed_the_result(db, make_client):
