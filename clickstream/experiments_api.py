@@ -38,8 +38,10 @@ class SinceField(serializers.Field):
             raise serializers.ValidationError("An ISO 8601 date or date-time, e.g. 2026-12-01.") from None
         if len(text) == 10:
             moment = datetime.combine(moment.date(), time(), tzinfo=UTC)
-        if timezone.is_naive(moment):
-            moment = timezone.make_aware(moment, UTC)
+        try:  # in UTC: PostgreSQL refuses offsets past ±15:59 that Python accepts
+            moment = moment.replace(tzinfo=UTC) if timezone.is_naive(moment) else moment.astimezone(UTC)
+        except OverflowError:
+            raise serializers.ValidationError("Out of range.") from None
         if moment > timezone.now():
             raise serializers.ValidationError("Must not be in the future.")
         return moment

@@ -15,19 +15,29 @@ EXAMPLES = 20  # per operation and mode: keeps this test well under two minutes 
 pytestmark = pytest.mark.slow
 
 
+def seed_sessions() -> None:
+    """Exactly three sessions (s0 … s2 of user0 … user2) and nothing else in the clickstream."""
+    from clickstream.models import Session
+    from studio.models import ObjectPart
+    from tests.improvement.support import register
+
+    Session.objects.all().delete()  # their results and events with them
+    vectors = list(ObjectPart.objects.order_by("object__object_id").values_list("vector", flat=True)[:3])
+    for i, vector in enumerate(vectors):
+        register(user_id=f"user{i}", shown=[f"obj{j}" for j in range(5)], query_vector=vector, session_id=f"s{i}")
+
+
 @pytest.fixture
 def seeded(transactional_db, settings):
     """An all-scopes key, a small catalogue and sessions, so lookups sometimes hit."""
     from studio.catalogue import services
     from studio.core.auth import create_api_key
-    from tests.improvement.support import register
 
     settings.STUDIO_EMBEDDER = "none"  # text queries are refused (400) instead of loading the model
     rng = np.random.default_rng(0)
     vectors = rng.normal(size=(10, settings.STUDIO_EMBEDDING_DIM))
     services.copy_objects(rows=[(f"obj{i}", {"genre": f"g{i % 3}"}, "", [v.tolist()]) for i, v in enumerate(vectors)])
-    for i in range(3):
-        register(user_id=f"user{i}", shown=[f"obj{j}" for j in range(5)], query_vector=vectors[i], session_id=f"s{i}")
+    seed_sessions()
     return create_api_key(name="fuzz", scopes=["ingest", "sessions:read", "search", "catalog", "admin", "tokens"])[1]
 
 
@@ -82,6 +92,9 @@ def test_stateful_sequences_over_the_links_never_fail(seeded, monkeypatch):
         def validate_response(self, response, case, **kwargs):
             case.validate_response(response, checks=schema_checks())  # the fuzzing's checks (and why: fuzz_api)
 
+        def teardown(self):
+            seed_sessions()  # every sequence starts from the same rows, so the same calls get the same answers
+
         def after_call(self, response, case):
             super().after_call(response, case)
             if response.status_code < 300:
@@ -94,6 +107,9 @@ def test_stateful_sequences_over_the_links_never_fail(seeded, monkeypatch):
         deadline=None,
         derandomize=True,
         database=None,
+        # generate only: a replayed sequence meets the rows the first one wrote (a 201 becomes a 200 replay),
+        # which Hypothesis would report as flaky generation, not as a fault of the API
+        phases=[hypothesis.Phase.generate],
         suppress_health_check=list(hypothesis.HealthCheck),
     )
     Sequences.run(settings=settings)
