@@ -22,6 +22,7 @@ _OUTCOMES = """
 WITH interleaved AS (
     SELECT id, date_trunc('day', received_at) AS day FROM clickstream_session
     WHERE received_at >= %(since)s AND search_meta ->> 'interleaving' = 'team_draft'
+    ORDER BY received_at DESC LIMIT %(cap)s
 ), credited AS (
     SELECT i.id, i.day,
            count(DISTINCT e.object_id) FILTER (WHERE r.meta ->> 'team' = 'learned') AS learned,
@@ -94,16 +95,20 @@ def credited_event_types() -> list[str]:
     return sorted(name for name, weight in settings.IMPROVEMENT_EVENT_WEIGHTS.items() if weight > 0)
 
 
-def daily_tallies(*, since: datetime) -> list[tuple[datetime, Tally]]:
-    """Per day (UTC) since ``since``: the interleaved sessions and their outcomes."""
+# The most interleaved sessions one verdict reads (the latest first): a bounded query whatever the traffic.
+MAX_SESSIONS = 1_000_000
+
+
+def daily_tallies(*, since: datetime, cap: int = MAX_SESSIONS) -> list[tuple[datetime, Tally]]:
+    """Per day (UTC) since ``since``: the interleaved sessions (the latest ``cap`` of them) and their outcomes."""
     with connection.cursor() as cursor:
-        cursor.execute(_OUTCOMES, {"since": since, "types": credited_event_types()})
+        cursor.execute(_OUTCOMES, {"since": since, "types": credited_event_types(), "cap": cap})
         return [(day, Tally(*map(int, counts))) for day, *counts in cursor.fetchall()]
 
 
-def interleaving_report(*, since: datetime) -> dict:
-    """The experiment since ``since``: the verdict overall and per day."""
-    days = daily_tallies(since=since)
+def interleaving_report(*, since: datetime, cap: int = MAX_SESSIONS) -> dict:
+    """The experiment since ``since`` (its latest ``cap`` sessions): the verdict overall and per day."""
+    days = daily_tallies(since=since, cap=cap)
     total = sum((tally for _, tally in days), Tally())
     return {
         "since": since,

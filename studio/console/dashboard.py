@@ -17,7 +17,7 @@ import io
 import json
 import math
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from django.conf import settings
@@ -29,6 +29,8 @@ from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils import timezone
 
+from clickstream.analytics import WINDOW_SESSIONS, click_analytics
+from clickstream.experiments import interleaving_report
 from clickstream.models import Event, ImprovementStatus, Session, ShownResult
 from studio.catalogue.models import PersonalizedObject
 from studio.core import db
@@ -348,6 +350,67 @@ def report_delta_plot(report: EvaluationReport) -> str | None:
 # --- views --------------------------------------------------------------------------------------
 
 
+def ctr_plot(analytics) -> str | None:
+    """Bars: click-through rate by position, split by what ranked the clicked result."""
+    if not analytics.positions:
+        return None
+    fig, (ax,) = _figure(1, height=2.6, width=9.0)
+    ranks = [p.position + 1 for p in analytics.positions]
+    bottom = [0.0] * len(ranks)
+    for name, color in (("original", "#9aa7b6"), ("shared", "#d08a1b"), ("personalized", "#2f6fdf")):
+        counts = [_clicks_of(p, name) for p in analytics.positions]
+        rates = [c / p.shown if p.shown else 0.0 for c, p in zip(counts, analytics.positions, strict=True)]
+        ax.bar(ranks, rates, bottom=bottom, color=color, label=name)
+        bottom = [b + r for b, r in zip(bottom, rates, strict=True)]
+    ax.set_xlabel("rank shown")
+    ax.set_ylabel("click-through rate")
+    ax.set_xticks(ranks)
+    ax.grid(True, axis="y", alpha=0.3)
+    ax.legend(loc="upper right", fontsize=8, title="clicked result ranked by", title_fontsize=8)
+    return _to_uri(fig)
+
+
+def _clicks_of(position, source: str) -> int:
+    if source == "personalized":
+        return position.personalized_clicks
+    if source == "shared":
+        return position.shared_clicks
+    return position.clicks - position.personalized_clicks - position.shared_clicks
+
+
+def interleaving_plot(days: list[dict]) -> str | None:
+    """The learned ranking's daily win rate in the interleaving experiment, with its 95 % interval."""
+    decided = [day for day in days if day["win_rate"] is not None]
+    if not decided:
+        return None
+    fig, (ax,) = _figure(1, height=2.4, width=9.0)
+    dates = [day["day"] for day in decided]
+    ax.fill_between(
+        dates, [d["win_rate_ci95"][0] for d in decided], [d["win_rate_ci95"][1] for d in decided], alpha=0.2
+    )
+    ax.plot(dates, [d["win_rate"] for d in decided], "o-", color="#2f6fdf", markersize=4, label="win rate")
+    ax.axhline(0.5, color="#b3261e", linewidth=1, linestyle="--", label="no difference")
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("learned wins / decided")
+    ax.grid(True, alpha=0.3)
+    ax.legend(loc="lower left", fontsize=8)
+    return _to_uri(fig)
+
+
+def _online_context() -> dict:
+    """The click analytics and the interleaving experiment of the last 30 days (each over at most the latest
+    ``WINDOW_SESSIONS`` sessions)."""
+    analytics = click_analytics()
+    experiment = interleaving_report(since=timezone.now() - timedelta(days=30), cap=WINDOW_SESSIONS)
+    return {
+        "analytics": analytics,
+        "analytics_window": WINDOW_SESSIONS,
+        "ctr_plot": ctr_plot(analytics),
+        "experiment": experiment,
+        "interleaving_plot": interleaving_plot(experiment["days"]),
+    }
+
+
 def dashboard(request: HttpRequest) -> HttpResponse:
     """``/admin/dashboard/``: runs over time, sessions by status, evaluation reports."""
     user_id = (request.GET.get("user_id") or "").strip()
@@ -372,6 +435,7 @@ def dashboard(request: HttpRequest) -> HttpResponse:
         "reports_root": reports_root(),
         "recent_users": recent_user_ids(),
         "demo_enabled": settings.STUDIO_DEMO,
+        **_online_context(),
     }
     return render(request, "admin/studio/dashboard.html", context)
 

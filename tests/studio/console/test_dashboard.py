@@ -255,3 +255,41 @@ def test_user_page_of_unknown_user_is_empty_not_an_error(admin_client):
 def test_user_page_of_an_id_no_endpoint_accepts_is_404_not_500(admin_client, raw):
     response = admin_client.get(f"/admin/users/{raw}/")
     assert response.status_code == 404
+
+
+def test_dashboard_shows_click_analytics_and_the_interleaving_experiment(admin_client, reports_dir):
+    from tests.clickstream.support import interleaved_session
+    from tests.improvement.support import click
+
+    for query in ("space adventure", "space adventure", "romance"):
+        session_id = uuid.uuid4().hex
+        clickstream_services.register_session(
+            session_id=session_id,
+            user_id="alice",
+            search_query=query,
+            query_vector=None,
+            results=[
+                clickstream_services.ShownResultInput(object_id="a", score=None, meta={"personalized": True}),
+                clickstream_services.ShownResultInput(object_id="b", score=None, meta={"shared": True}),
+                clickstream_services.ShownResultInput(object_id="c", score=None, meta={}),
+            ],
+            search_meta={},
+        )
+        if query == "space adventure":
+            click(Session.objects.get(session_id=session_id), "a", "b", "c")
+    click(interleaved_session(query="space adventure"), "a")  # learned team: a win
+    with CaptureQueriesContext(connection) as queries:
+        response = admin_client.get(reverse("studio-dashboard"))
+    analytics = response.context["analytics"]
+    assert (analytics.sessions, analytics.abandoned) == (4, 1)
+    assert analytics.clicks_by_source == {"personalized": 2, "shared": 2, "original": 3}
+    by_position = [(p.position, p.shown, p.clicks) for p in analytics.positions]
+    assert by_position == [(0, 4, 3), (1, 4, 2), (2, 4, 2), (3, 1, 0)]
+    assert [(q.query, q.sessions, q.clicked_sessions) for q in analytics.top_queries][0] == ("space adventure", 3, 3)
+    assert response.context["experiment"]["wins"] == 1
+    for plot in ("ctr_plot", "interleaving_plot"):
+        assert response.context[plot].startswith("data:image/png;base64,")
+    body = response.content.decode()
+    assert 'id="ctr-plot"' in body and 'id="top-queries"' in body and 'id="interleaving-plot"' in body
+    reads = [q["sql"] for q in queries.captured_queries if "clickstream_shownresult" in q["sql"].lower()]
+    assert reads and all("LIMIT" in sql for sql in reads)  # bounded: never a scan of the whole table
