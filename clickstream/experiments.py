@@ -38,6 +38,24 @@ FROM credited GROUP BY day ORDER BY day
 """
 
 
+_SESSION_OUTCOMES = """
+WITH interleaved AS (
+    SELECT id FROM clickstream_session
+    WHERE left(session_id, length(%(prefix)s)) = %(prefix)s AND search_meta ->> 'interleaving' = 'team_draft'
+    ORDER BY id LIMIT %(cap)s
+), credited AS (
+    SELECT i.id,
+           count(DISTINCT e.object_id) FILTER (WHERE r.meta ->> 'team' = 'learned') AS learned,
+           count(DISTINCT e.object_id) FILTER (WHERE r.meta ->> 'team' = 'base') AS base
+    FROM interleaved i
+    LEFT JOIN clickstream_event e ON e.session_id = i.id AND e.event_type = ANY(%(types)s)
+    LEFT JOIN clickstream_shownresult r ON r.session_id = i.id AND r.object_id = e.object_id
+    GROUP BY i.id
+)
+SELECT sign(learned - base)::int FROM credited ORDER BY id
+"""
+
+
 @dataclass(frozen=True)
 class Tally:
     """Sessions and their outcomes over some period."""
@@ -129,3 +147,22 @@ def guard_status() -> dict:
         and report["p_value"] < settings.STUDIO_INTERLEAVE_GUARD_P
     )
     return {"tripped": losing, "since": since, **report}
+
+
+def session_outcomes(*, prefix: str = "", cap: int = MAX_SESSIONS) -> list[int]:
+    """Each interleaved session whose id starts with ``prefix``, in the order registered: +1 a win for the
+    learned ranking, −1 a loss, 0 a tie or no click (the evaluation's online harness)."""
+    with connection.cursor() as cursor:
+        cursor.execute(_SESSION_OUTCOMES, {"prefix": prefix, "types": credited_event_types(), "cap": cap})
+        return [int(outcome) for (outcome,) in cursor.fetchall()]
+
+
+def sessions_to_significance(outcomes: list[int], *, alpha: float = 0.05) -> int | None:
+    """How many sessions, in order, until the sign test first gives p < ``alpha``; None if it never does."""
+    wins = losses = 0
+    for count, outcome in enumerate(outcomes, start=1):
+        wins += outcome > 0
+        losses += outcome < 0
+        if outcome and sign_test_p(wins, losses) < alpha:
+            return count
+    return None

@@ -92,6 +92,12 @@ class Command(BaseCommand):
         )
         parser.add_argument("--sweep", action="store_true", help="choose the defaults on both development data sets")
         parser.add_argument(
+            "--online",
+            action="store_true",
+            help="the interleaving harness: studio and embedding_studio vs the base ranking, per seed",
+        )
+        parser.add_argument("--seeds", type=int, default=10, help="--online: seeds 0 … N-1")
+        parser.add_argument(
             "--out",
             default=None,
             help="output folder (default STUDIO_REPORTS_DIR/<dataset> or …/sweep, read by the dashboard)",
@@ -104,6 +110,9 @@ class Command(BaseCommand):
         progress = not options["no_progress"]
         if options["sweep"]:
             self._sweep(options, progress)
+            return
+        if options["online"]:
+            self._online(options, progress)
             return
         from improvement.evaluation.runner import evaluate
 
@@ -123,6 +132,26 @@ class Command(BaseCommand):
         self.stdout.write(f"guards: {json.dumps(report['guards'])}")
         self.stdout.write(f"targets: {json.dumps(report.get('targets', {}))}")
         self.stdout.write(f"runtime: {report['runtime_seconds']} s; written to {out}/report.json, report.md, ndcg.png")
+
+    def _online(self, options, progress: bool) -> None:
+        from improvement.evaluation import online
+
+        if options["seeds"] < 1:
+            raise CommandError("--seeds must be at least 1")
+        out = Path(options["out"]) if options["out"] else default_out(options["dataset"]) / "online"
+        try:
+            result = online.run_online(
+                dataset_name=options["dataset"],
+                seeds=list(range(options["seeds"])),
+                users=options["users"],
+                rounds=options["rounds"],
+                progress=progress,
+            )
+        except (FileNotFoundError, ValueError) as exc:
+            raise CommandError(str(exc)) from exc
+        online.write(result, out)
+        self.stdout.write(online.markdown(result))
+        self.stdout.write(f"written to {out}/online.json, online.md")
 
     def _sweep(self, options, progress: bool) -> None:
         from improvement.evaluation.sweep import SWEEP_DATASETS, run_sweep, sweep_markdown
