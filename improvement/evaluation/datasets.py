@@ -260,15 +260,21 @@ def load_beir(
     queries_per_user: int = 3,
     related_per_user: int = 5,
     seed: int = 0,
+    qrels_from_export: Path | None = None,
 ) -> EvalDataset:
-    """A BEIR-layout folder as an evaluation data set (see the module docstring)."""
+    """A BEIR-layout folder as an evaluation data set (see the module docstring). ``qrels_from_export``: judge with
+    a ``GET /api/v1/judgments`` CSV export (``query,docid,rating``) instead of the folder's qrels."""
     folder = Path(path)
     for needed in ("corpus.jsonl", "queries.jsonl", "qrels/test.tsv"):
         if not (folder / needed).exists():
             raise FileNotFoundError(f"{folder / needed} is missing (BEIR layout: corpus.jsonl, queries.jsonl, qrels/)")
     objects = [_beir_object(doc) for doc in _read_jsonl(folder / "corpus.jsonl")]
     all_queries = {str(q["_id"]): q["text"] for q in _read_jsonl(folder / "queries.jsonl")}
-    qrels = _read_qrels(folder / "qrels" / "test.tsv", {obj.object_id for obj in objects}, all_queries)
+    known = {obj.object_id for obj in objects}
+    if qrels_from_export is not None:
+        qrels = read_exported_qrels(Path(qrels_from_export), known, all_queries)
+    else:
+        qrels = _read_qrels(folder / "qrels" / "test.tsv", known, all_queries)
     judged = sorted(qrels, key=lambda q: (len(q), q))
     if len(judged) < 2:
         raise ValueError(f"{folder}: fewer than two judged queries")
@@ -336,6 +342,21 @@ def _read_qrels(path: Path, known_objects: set[str], queries: dict[str, str]) ->
     return qrels
 
 
+def read_exported_qrels(path: Path, known_objects: set[str], queries: dict[str, str]) -> dict[str, Relevance]:
+    """A judgments export (``query,docid,rating``) as qrels: each query text matched to the folder's query with
+    the same normalized text (lowercased, whitespace collapsed, as the export writes it); ratings ≥ 1 of known
+    documents kept, like the folder's qrels."""
+    by_text = {" ".join(text.lower().split()): qid for qid, text in queries.items()}
+    qrels: dict[str, Relevance] = defaultdict(dict)
+    with path.open(encoding="utf-8", newline="") as handle:
+        for row in csv.DictReader(handle):
+            qid = by_text.get(" ".join((row.get("query") or "").lower().split()))
+            rating = (row.get("rating") or "").strip()
+            if qid and rating.isdigit() and int(rating) >= 1 and row.get("docid") in known_objects:
+                qrels[qid][row["docid"]] = int(rating)
+    return qrels
+
+
 def _beir_user(
     n: int,
     train_pool: list[str],
@@ -357,8 +378,18 @@ def _beir_user(
     )
 
 
-def load_dataset(name: str, *, users: int | None = None, queries_per_user: int = 3, seed: int = 0) -> EvalDataset:
-    """``movielens`` or ``beir:PATH``; ``users=None`` takes the data set's default."""
+def load_dataset(
+    name: str,
+    *,
+    users: int | None = None,
+    queries_per_user: int = 3,
+    seed: int = 0,
+    qrels_from_export: Path | None = None,
+) -> EvalDataset:
+    """``movielens`` or ``beir:PATH``; ``users=None`` takes the data set's default. ``qrels_from_export`` (BEIR
+    only) judges with a judgments export instead of the folder's qrels."""
+    if qrels_from_export is not None and not name.startswith("beir:"):
+        raise ValueError("--qrels-from-export takes a beir:PATH data set (its queries.jsonl names the queries)")
     if name == "movielens":
         return load_movielens(users=200 if users is None else users, queries_per_user=queries_per_user, seed=seed)
     if name.startswith("beir:"):
@@ -367,5 +398,6 @@ def load_dataset(name: str, *, users: int | None = None, queries_per_user: int =
             users=100 if users is None else users,
             queries_per_user=queries_per_user,
             seed=seed,
+            qrels_from_export=qrels_from_export,
         )
     raise ValueError(f"unknown data set {name!r}: movielens or beir:PATH")

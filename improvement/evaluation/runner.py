@@ -29,6 +29,7 @@ class EvalOptions:
     bootstrap_samples: int = 1000
     progress: bool = True
     studio_overrides: dict = field(default_factory=dict)  # settings for the studio/oracle arms (sweep)
+    qrels_from_export: Path | None = None  # a judgments export as the qrels (BEIR only)
 
     def params(self, dataset: EvalDataset) -> dict:
         """What the report records under ``params``."""
@@ -46,6 +47,7 @@ class EvalOptions:
             "scoring_depth": 100,
             "bootstrap_samples": self.bootstrap_samples,
             "studio_overrides": dict(self.studio_overrides),
+            **({"qrels_from_export": str(self.qrels_from_export)} if self.qrels_from_export else {}),
         }
 
 
@@ -70,7 +72,11 @@ def evaluate(options: EvalOptions, *, out: Path | None = None, throwaway: bool =
     ``throwaway=False`` runs in the current database (tests that already own a throwaway one)."""
     started = time.monotonic()
     dataset = load_dataset(
-        options.dataset, users=options.users, queries_per_user=options.queries_per_user, seed=options.seed
+        options.dataset,
+        users=options.users,
+        queries_per_user=options.queries_per_user,
+        seed=options.seed,
+        qrels_from_export=options.qrels_from_export,
     )
     arms = loop.standard_arms(options.arms, studio_overrides=options.studio_overrides)
     if throwaway:

@@ -63,6 +63,7 @@ def _eval_options(options: dict, progress: bool):
         bootstrap_samples=options["bootstrap"],
         progress=progress,
         studio_overrides=dict(parse_override(text) for text in options["set"]),
+        qrels_from_export=Path(options["qrels_from_export"]) if options["qrels_from_export"] else None,
     )
 
 
@@ -97,6 +98,12 @@ class Command(BaseCommand):
             help="the interleaving harness: studio and embedding_studio vs the base ranking, per seed",
         )
         parser.add_argument("--seeds", type=int, default=10, help="--online: seeds 0 … N-1")
+        parser.add_argument(
+            "--qrels-from-export",
+            default=None,
+            metavar="FILE",
+            help="judge with a GET /api/v1/judgments CSV export (query,docid,rating) instead of the qrels (beir: only)",
+        )
         parser.add_argument(
             "--out",
             default=None,

@@ -258,25 +258,14 @@ def test_user_page_of_an_id_no_endpoint_accepts_is_404_not_500(admin_client, raw
 
 
 def test_dashboard_shows_click_analytics_and_the_interleaving_experiment(admin_client, reports_dir):
-    from tests.clickstream.support import interleaved_session
+    from tests.clickstream.support import interleaved_session, shown_session
     from tests.improvement.support import click
 
+    metas = [{"personalized": True}, {"shared": True}, {}]  # a copy ranked a, the shared tier moved b
     for query in ("space adventure", "space adventure", "romance"):
-        session_id = uuid.uuid4().hex
-        clickstream_services.register_session(
-            session_id=session_id,
-            user_id="alice",
-            search_query=query,
-            query_vector=None,
-            results=[
-                clickstream_services.ShownResultInput(object_id="a", score=None, meta={"personalized": True}),
-                clickstream_services.ShownResultInput(object_id="b", score=None, meta={"shared": True}),
-                clickstream_services.ShownResultInput(object_id="c", score=None, meta={}),
-            ],
-            search_meta={},
-        )
+        session = shown_session(metas=metas, query=query)
         if query == "space adventure":
-            click(Session.objects.get(session_id=session_id), "a", "b", "c")
+            click(session, "a", "b", "c")
     click(interleaved_session(query="space adventure"), "a")  # learned team: a win
     with CaptureQueriesContext(connection) as queries:
         response = admin_client.get(reverse("studio-dashboard"))
