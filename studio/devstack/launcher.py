@@ -114,12 +114,13 @@ def main() -> int:
 
 
 def _environment() -> dict[str, str]:
-    """This process's environment with the development defaults (demo, offline models). DEBUG stays off
+    """This process's environment with the development defaults (demo, interleaving, offline models). DEBUG stays off
     unless asked (``DEBUG=true make run``): the demo page is public, and a debug page would show it the
     source and the settings."""
     env = dict(os.environ)
     env.setdefault("DJANGO_SETTINGS_MODULE", "studio.config.settings")
     env.setdefault("STUDIO_DEMO", "true")
+    env.setdefault("STUDIO_INTERLEAVE_FRACTION", "0.5")  # the demo measures itself: half its searches interleaved
     env["HF_HUB_OFFLINE"] = "1"
     # The Procfile's gunicorn and celery live beside this interpreter.
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
