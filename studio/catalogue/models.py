@@ -164,6 +164,7 @@ class RankingSwitch(models.Model):
     reason = models.TextField(blank=True, default="")
 
     class Meta:
+        verbose_name_plural = "ranking switches"
         indexes = [models.Index(fields=["-changed_at"], name="rankingswitch_changed_idx")]
 
     def __str__(self) -> str:

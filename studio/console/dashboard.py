@@ -385,11 +385,18 @@ def interleaving_plot(days: list[dict]) -> str | None:
         return None
     fig, (ax,) = _figure(1, height=2.4, width=9.0)
     dates = [day["day"] for day in decided]
-    ax.fill_between(
-        dates, [d["win_rate_ci95"][0] for d in decided], [d["win_rate_ci95"][1] for d in decided], alpha=0.2
+    rates = [d["win_rate"] for d in decided]
+    below = [rate - d["win_rate_ci95"][0] for rate, d in zip(rates, decided, strict=True)]
+    above = [d["win_rate_ci95"][1] - rate for rate, d in zip(rates, decided, strict=True)]
+    ax.errorbar(
+        dates, rates, yerr=[below, above], fmt="o-", color="#2f6fdf", markersize=4, capsize=3, label="win rate, 95 %"
     )
-    ax.plot(dates, [d["win_rate"] for d in decided], "o-", color="#2f6fdf", markersize=4, label="win rate")
     ax.axhline(0.5, color="#b3261e", linewidth=1, linestyle="--", label="no difference")
+    import matplotlib.dates as mdates
+
+    ax.set_xlim(min(dates) - timedelta(days=1), max(dates) + timedelta(days=1))  # one day is a point, not a year
+    ax.xaxis.set_major_locator(mdates.AutoDateLocator(maxticks=8))
+    ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(ax.xaxis.get_major_locator()))
     ax.set_ylim(0, 1)
     ax.set_ylabel("learned wins / decided")
     ax.grid(True, alpha=0.3)
