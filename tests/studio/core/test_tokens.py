@@ -115,3 +115,14 @@ def test_reading_sessions_needs_sessions_read_and_old_ingest_keys_keep_it(make_c
     old.refresh_from_db()
     reader.refresh_from_db()
     assert old.scopes == ["ingest", "search", "sessions:read"] and reader.scopes == ["search"]
+
+
+def test_a_tokens_requests_are_throttled_apart_from_its_issuing_key(make_client, monkeypatch):
+    from studio.core.auth import ApiKeyRateThrottle
+
+    issuer = make_client("tokens", "sessions:read")
+    plain = issuer.post("/api/v1/tokens", {"user_id": "alice"}, format="json").json()["token"]
+    monkeypatch.setattr(ApiKeyRateThrottle, "THROTTLE_RATES", {"api_key": "2/min"})
+    alice = bearer(plain)
+    assert [alice.get("/api/v1/clickstream/sessions/x").status_code for _ in range(3)] == [404, 404, 429]
+    assert issuer.get("/api/v1/clickstream/sessions/x").status_code == 404  # the key's own budget is untouched
