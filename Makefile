@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint fmt install clean-data benchmarks evaluate
+.PHONY: run test lint fmt install clean-data move-data benchmarks evaluate
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "Python 3.11 is required ($(PYTHON) not found)"; exit 1; }
@@ -38,4 +38,8 @@ evaluate: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/python manage.py evaluate --dataset beir:../shared/data/cisi --out reports/cisi
 
 clean-data:
-	rm -rf .studio
+	rm -rf $${STUDIO_DATA_DIR:-.studio}
+
+# Data of the previous embedded server (PostgreSQL 16): dump it, restore into PostgreSQL 18, keep the old folder.
+move-data: $(STAMP)
+	$(BIN)/python -m studio.devstack.move_data

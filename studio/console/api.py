@@ -21,7 +21,7 @@ class HealthApi(APIView):
     @extend_schema_serializer(component_name="Health")
     class OutputSerializer(serializers.Serializer):
         status = serializers.ChoiceField(choices=["ok", "degraded"])
-        database = serializers.DictField(help_text="ok, pgvector (version), latency_ms, error")
+        database = serializers.DictField(help_text="ok, postgresql (server version), pgvector, latency_ms, error")
         broker = serializers.DictField(help_text="ok, error")
         workers = serializers.DictField(help_text="ok (a worker sent a heartbeat lately), workers (names)")
         pending_sessions = serializers.IntegerField(

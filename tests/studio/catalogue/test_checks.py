@@ -67,6 +67,9 @@ def test_pgvector_missing_or_too_old_messages():
     assert "pgvector" in missing[0].hint and "DATABASE_URL" in missing[0].hint
     old = checks.pgvector_messages(installed="0.5.1", available="0.5.1", tables_exist=True)
     assert [m.id for m in old] == ["studio.E005"]
+    before_iterative_scans = checks.pgvector_messages(installed="0.7.4", available="0.7.4", tables_exist=True)
+    assert [m.id for m in before_iterative_scans] == ["studio.E005"]
+    assert "0.7.4" in before_iterative_scans[0].msg and ">= 0.8" in before_iterative_scans[0].msg
     assert checks.pgvector_messages(installed="0.8.0", available="0.8.0", tables_exist=True) == []
 
 

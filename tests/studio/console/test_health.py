@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import time
 
@@ -20,6 +21,9 @@ def test_health_reports_database_pgvector_broker(db):
     assert body["status"] == "ok"
     assert body["database"]["ok"] is True
     assert re.fullmatch(r"\d+\.\d+\.\d+", body["database"]["pgvector"])
+    if not os.environ.get("DATABASE_URL"):  # the embedded server is PostgreSQL 18 + pgvector 0.8.6
+        assert body["database"]["postgresql"].split(".")[0] == "18"
+        assert body["database"]["pgvector"] == "0.8.6"
     assert body["broker"] == {"ok": True}
     assert set(body["workers"]) >= {"ok", "workers"}
     assert isinstance(body["pending_sessions"], int) and body["pending_sessions_capped"] is False

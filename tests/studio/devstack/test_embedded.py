@@ -78,3 +78,18 @@ def test_manage_py_stops_the_servers_it_started(tmp_path):
     assert not (data_dir / "pg" / "postmaster.pid").exists()
     assert not (data_dir / "redis" / "redis.pid").exists()
     assert _processes_using(data_dir) == []
+
+
+def test_data_of_the_previous_embedded_server_is_refused_with_how_to_move_it(tmp_path):
+    """A PostgreSQL 16 cluster from pgserver is never started over nor deleted: the command stops and says how to
+    move it (``make move-data``) or start afresh (``make clean-data``)."""
+    pgdata = tmp_path / "data" / "pg"
+    pgdata.mkdir(parents=True)
+    (pgdata / "PG_VERSION").write_text("16\n")
+    (pgdata / "base").mkdir()  # stands for the cluster's files, which must survive
+    check = _manage("check", data_dir=tmp_path / "data")
+    assert check.returncode == 1
+    assert "PostgreSQL 16" in check.stderr and "make move-data" in check.stderr and "make clean-data" in check.stderr
+    assert "Traceback" not in check.stderr
+    assert (pgdata / "PG_VERSION").read_text() == "16\n" and (pgdata / "base").is_dir()
+    assert _processes_using(tmp_path / "data") == []
