@@ -9,8 +9,9 @@ index on ``studio_objectpart`` (``hnsw.ef_search`` set for this transaction only
 originals are re-scored exactly over all of their parts; for a user, every one of that user's
 personalized copies is scored exactly (B-tree on ``user_id``, then the part index) and stands in
 for its original, whose index candidate is dropped. A payload filter matching few objects is
-answered by an exact scan of just those; otherwise the index candidates are filtered, fetching
-more until the page is full or falling back to an exact scan.
+answered by an exact scan of just those; otherwise the filter and the "not copied" test apply inside
+the index scan, which pgvector 0.8's iterative scan (``hnsw.iterative_scan = relaxed_order``) continues
+until the page is full; only a scan that gives up (``hnsw.max_scan_tuples``) falls back to an exact one.
 """
 
 from __future__ import annotations
@@ -34,7 +35,8 @@ from studio.core.errors import DomainError
 
 METRIC_OPERATORS = {"cosine": "<=>", "dot": "<#>", "euclid": "<->"}
 
-# pgvector 0.6 caps hnsw.ef_search at 1000, and an HNSW scan returns at most ef_search rows.
+# pgvector caps hnsw.ef_search at 1000. It sizes the scan's candidate list (recall); with the iterative
+# scan, the number of rows returned is no longer bounded by it.
 MAX_EF_SEARCH = 1000
 # A filter matching few objects is answered by scoring exactly those objects; otherwise the index
 # candidates are filtered, which needs ef_search ≈ 1.5 × need × objects / matches. Measured on
@@ -126,7 +128,10 @@ def _count_matching(*, filter_json: str, cap: int) -> int:
         return int(cursor.fetchone()[0])
 
 
-_SET_EF_SEARCH = "SELECT set_config('hnsw.ef_search', %(ef_search)s, true)"
+# relaxed_order: rows may come slightly out of order between the scan's batches; every consumer re-sorts.
+_SET_EF_SEARCH = (
+    "SELECT set_config('hnsw.ef_search', %(ef_search)s, true), set_config('hnsw.iterative_scan', 'relaxed_order', true)"
+)
 
 
 def _ranking_sql(*, op: str, personalized: bool, filtered: bool, exact: bool, shared: bool = False) -> str:
@@ -176,7 +181,7 @@ def _copies_fragment(*, op: str, personalized: bool, filtered: bool) -> tuple[st
             FROM studio_personalizedobject po
             {"JOIN studio_object mo ON mo.id = po.original_id AND mo.payload @> %(filter)s::jsonb" if filtered else ""}
             CROSS JOIN LATERAL (
-                SELECT min(pp.vector {op} %(q)s::vector) AS d
+                SELECT min(pp.vector::vector {op} %(q)s::vector) AS d
                 FROM studio_personalizedpart pp WHERE pp.personalized_id = po.id
             ) AS best
             WHERE po.user_id = %(user_id)s AND best.d IS NOT NULL
@@ -217,19 +222,18 @@ def _candidates_fragment(*, op: str, filtered: bool, exact: bool, not_copied: st
         ),"""
         # every part of every candidate was scored: the distances are already exact
         return candidates, "SELECT oid, d, personalized, off FROM top"
-    # The HNSW scan stands alone so that the planner uses the index; filters apply to its output.
+    # Filter and "not copied" sit inside the index scan: the iterative scan goes on until LIMIT rows pass them.
     candidates = f"""
         ann AS MATERIALIZED (
             SELECT p.object_id AS oid, p.vector {op} %(q)s::vector AS d
             FROM studio_objectpart p
+            {"JOIN studio_object fo ON fo.id = p.object_id" if filtered else ""}
+            WHERE {"fo.payload @> %(filter)s::jsonb AND" if filtered else ""} {not_copied.format(col="p.object_id")}
             ORDER BY p.vector {op} %(q)s::vector
             LIMIT %(parts)s
         ),
         cand AS MATERIALIZED (
-            SELECT a.oid, min(a.d) AS d FROM ann a
-            {"JOIN studio_object fo ON fo.id = a.oid AND fo.payload @> %(filter)s::jsonb" if filtered else ""}
-            WHERE {not_copied.format(col="a.oid")}
-            GROUP BY a.oid
+            SELECT a.oid, min(a.d) AS d FROM ann a GROUP BY a.oid
         ),"""
     # The page's originals are re-scored over ALL their parts (the index may have returned only some
     # of a multi-part object's parts), so that every distance shown is exact: need lookups, not ef.
@@ -306,7 +310,7 @@ def search_objects(
         ranking.params.update(shared_tier.offset_params(query=shared_query))
     if filter:
         _plan_filter(ranking, filter)
-    rows = _rank_until_the_page_is_full(ranking)
+    rows = _rank(ranking)
     return SearchResult(hits=_page_hits(rows, offset=offset, limit=limit, metric=metric), meta=ranking.meta)
 
 
@@ -337,26 +341,15 @@ def _plan_filter(ranking: _Ranking, filter: dict) -> None:
     ranking.exact = matching <= threshold
 
 
-def _rank_until_the_page_is_full(ranking: _Ranking) -> list[tuple]:
-    """Fetch from the index, widening the fetch until enough originals survive filter and copies
-    to fill the page beside the copies; scan exactly when widening cannot."""
-    while True:
-        ranking.attempts += 1
-        if not ranking.exact and ranking.ef_search is None:
-            ranking.ef_search = initial_ef_search(need=ranking.need)
-        ranking.params["parts"] = ranking.ef_search
-        sql = _ranking_sql(
-            op=ranking.op,
-            personalized=ranking.personalized,
-            filtered=ranking.filtered,
-            exact=ranking.exact,
-            shared=ranking.shared,
-        )
-        rows = _run_ranking(sql=sql, params=ranking.params, ef_search=None if ranking.exact else ranking.ef_search)
-        ann_parts, original_candidates, personalized_count = rows[0][0], rows[0][1], rows[0][2]
-        if ranking.exact or original_candidates >= ranking.need:
-            break  # enough originals to fill the page beside the copies
-        _widen(ranking, ann_parts, original_candidates)
+def _rank(ranking: _Ranking) -> list[tuple]:
+    """Rank through the index (its iterative scan fills the page past filter and copies); scan exactly
+    instead when the index gave too few originals (a catalogue smaller than the page, or a scan that hit
+    ``hnsw.max_scan_tuples`` before enough rows passed a filter)."""
+    rows = _attempt(ranking)
+    if not ranking.exact and rows[0][1] < ranking.need:
+        ranking.exact = True
+        rows = _attempt(ranking)
+    ann_parts, original_candidates, personalized_count = rows[0][0], rows[0][1], rows[0][2]
     ranking.meta.update(
         {
             "ef_search": ranking.ef_search,
@@ -370,19 +363,20 @@ def _rank_until_the_page_is_full(ranking: _Ranking) -> list[tuple]:
     return rows
 
 
-def _widen(ranking: _Ranking, ann_parts: int, original_candidates: int) -> None:
-    """Plan the next attempt after one that left the page short: a wider fetch, or an exact scan."""
-    ef_search = ranking.ef_search
-    index_exhausted = ann_parts < ef_search and _catalogue_estimate()[1] <= ef_search
-    if index_exhausted or ef_search >= MAX_EF_SEARCH:
-        # A catalogue smaller than the fetch, or a filter / this user's copies hiding too many
-        # candidates even at the largest fetch: scan exactly. (A large index that returns fewer rows
-        # than asked holds dead rows not yet vacuumed; fetching more is the cheaper remedy.)
-        ranking.exact = True
-        return
-    # Scale the fetch by the share of index rows that survived filter and copies.
-    survival = max(original_candidates, 1) / max(ann_parts, 1)
-    ranking.ef_search = min(MAX_EF_SEARCH, max(ef_search * 2, math.ceil(1.5 * ranking.need / survival)))
+def _attempt(ranking: _Ranking) -> list[tuple]:
+    """One ranking statement for the plan as it stands."""
+    ranking.attempts += 1
+    if not ranking.exact and ranking.ef_search is None:
+        ranking.ef_search = initial_ef_search(need=ranking.need)
+    ranking.params["parts"] = ranking.ef_search
+    sql = _ranking_sql(
+        op=ranking.op,
+        personalized=ranking.personalized,
+        filtered=ranking.filtered,
+        exact=ranking.exact,
+        shared=ranking.shared,
+    )
+    return _run_ranking(sql=sql, params=ranking.params, ef_search=None if ranking.exact else ranking.ef_search)
 
 
 def _page_hits(rows: list[tuple], *, offset: int, limit: int, metric: str) -> list[SearchHit]:
