@@ -377,7 +377,7 @@ def copy_similarity() -> dict:
         cursor.execute(
             """
             SELECT count(*), avg(c), min(c) FROM (
-                SELECT po.id, avg(1 - (pp.vector <=> op.vector)) AS c
+                SELECT po.id, avg(1 - (pp.vector::vector <=> op.vector)) AS c
                 FROM studio_personalizedobject po
                 JOIN studio_personalizedpart pp ON pp.personalized_id = po.id
                 JOIN studio_objectpart op ON op.object_id = po.original_id AND op.index = pp.index

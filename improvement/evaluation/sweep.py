@@ -45,6 +45,8 @@ SWEEP_DATASETS = ("movielens", "beir:" + str(Path(settings.BASE_DIR).parent / "s
 # Summed Δ NDCG@10 (over every view of both data sets) a change must add to replace the defaults.
 MIN_GAIN = 0.005
 TARGET_LOW = {"seen": 0.0, "reworded": -0.005, "related": -0.005, "held_out": -0.02}
+# DESIGN §7: one click must not evict the page; the seen view's evicted_relevant is its offline measure.
+MAX_EVICTED_RELEVANT = 0.10
 
 
 def half(dataset: EvalDataset, which: int) -> EvalDataset:
@@ -80,6 +82,9 @@ def admissible(tuning: dict[str, dict], name: str) -> tuple[bool, list[str]]:
                 misses.append(f"{dataset_name} seen Δ low {delta['low']:+.4f} ≤ 0")
             elif view != "seen" and delta["mean"] < TARGET_LOW.get(view, -0.005):
                 misses.append(f"{dataset_name} {view} Δ {delta['mean']:+.4f}")
+            evicted = arms[name][view].get("evicted_relevant", {}).get("mean") if view == "seen" else None
+            if evicted is not None and evicted > MAX_EVICTED_RELEVANT:
+                misses.append(f"{dataset_name} seen evicted_relevant {evicted:.3f} > {MAX_EVICTED_RELEVANT}")
             ours = arms[name][view]["ndcg@10"]["mean"]
             theirs = arms["embedding_studio"][view]["ndcg@10"]["mean"]
             if ours < theirs:

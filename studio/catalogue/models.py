@@ -9,7 +9,7 @@ from django.conf import settings
 from django.contrib.postgres.indexes import GinIndex
 from django.db import models
 from django.db.models import Q
-from pgvector.django import VectorField
+from pgvector.django import HalfVectorField, VectorField
 
 
 class Object(models.Model):
@@ -79,12 +79,13 @@ class PersonalizedObject(models.Model):
 
 
 class PersonalizedPart(models.Model):
-    """A vector of a personalized copy. No ANN index: copies are read per user, exactly."""
+    """A vector of a personalized copy, in half precision (halfvec: half the bytes of the original's vector; its
+    rounding, ~1e-3 relative, is far below what a run moves). No ANN index: copies are read per user, exactly."""
 
     # No separate FK index: the unique (personalized, index) index serves lookups by copy.
     personalized = models.ForeignKey(PersonalizedObject, on_delete=models.CASCADE, related_name="parts", db_index=False)
     index = models.PositiveSmallIntegerField()
-    vector = VectorField(dimensions=settings.STUDIO_EMBEDDING_DIM)
+    vector = HalfVectorField(dimensions=settings.STUDIO_EMBEDDING_DIM)
     is_average = models.BooleanField(default=False)
 
     class Meta:

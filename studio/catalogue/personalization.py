@@ -4,8 +4,9 @@ Improvement runs read originals and copies here and write copies only through ``
 nothing in this module ever writes an original (``studio_object`` / ``studio_objectpart``).
 
 Vectors travel in PostgreSQL's binary format (pgvector: int16 dim, int16 unused, dim × float32,
-big-endian) both ways: reading 100k vectors as text and parsing them costs seconds, binary costs
-milliseconds, and writing uses one binary ``COPY`` built with numpy instead of a row per vector.
+big-endian; copies are stored as halfvec, written as float16 and read back cast to vector) both ways:
+reading 100k vectors as text and parsing them costs seconds, binary costs milliseconds, and writing
+uses one binary ``COPY`` built with numpy instead of a row per vector.
 """
 
 from __future__ import annotations
@@ -25,6 +26,9 @@ from psycopg.pq import Format
 from studio.core import db
 
 _vector_oids: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+# Copies are stored as halfvec (float16: half the bytes of vector; ~3 significant digits, |x| ≤ 65,504).
+HALFVEC_MAX = 65504.0
 
 
 class _VectorBinaryLoader(Loader):
@@ -146,7 +150,7 @@ def user_copy_vectors(*, keys: Sequence[tuple[str, int]]) -> dict[tuple[str, int
         return {}
     with binary_cursor() as cursor:
         cursor.execute(
-            "SELECT po.id, po.user_id, po.original_id, po.updated_at, pp.is_average, pp.vector "
+            "SELECT po.id, po.user_id, po.original_id, po.updated_at, pp.is_average, pp.vector::vector "
             "FROM unnest(%b::text[], %b::bigint[]) AS k(user_id, original_id) "
             "JOIN studio_personalizedobject po ON po.original_id = k.original_id AND po.user_id = k.user_id "
             "JOIN studio_personalizedpart pp ON pp.personalized_id = po.id "
@@ -306,6 +310,8 @@ def _check_copies(copies: Sequence[CopyWrite], keys: list[tuple[int, str]]) -> N
             raise ValueError(f"write_copies: {copy.original_object_id} for {copy.user_id}: parts differ in shape")
         if not np.isfinite(copy.vectors).all():
             raise ValueError(f"write_copies: {copy.original_object_id} for {copy.user_id}: non-finite vector")
+        if np.abs(copy.vectors).max(initial=0.0) > HALFVEC_MAX:
+            raise ValueError(f"write_copies: {copy.original_object_id} for {copy.user_id}: beyond halfvec's range")
 
 
 def _upsert_copy_rows(cursor, copies: Sequence[CopyWrite], *, drifts: np.ndarray, run_id: int | None) -> dict:
@@ -332,6 +338,7 @@ def _copy_parts(cursor, copies: Sequence[CopyWrite], ids: list[int]) -> None:
         indices=np.concatenate([np.arange(n, dtype=np.int16) for n in counts]),
         vectors=np.concatenate([c.vectors for c in copies]).astype(np.float32, copy=False),
         is_average=np.concatenate([np.asarray(c.is_average, dtype=bool) for c in copies]),
+        kind="halfvec",
     )
     with cursor.copy(
         "COPY studio_personalizedpart (personalized_id, index, vector, is_average) FROM STDIN (FORMAT BINARY)"

@@ -32,3 +32,25 @@ def object_summary(*, obj: Object, with_vectors: bool = False) -> dict:
             for part in object_parts(obj=obj)
         ]
     return data
+
+
+_USER_COPY_FOOTPRINT = """
+SELECT count(DISTINCT po.id), count(pp.id),
+       coalesce(sum(pg_column_size(pp.*)), 0)
+       + coalesce((SELECT sum(pg_column_size(o.*)) FROM studio_personalizedobject o WHERE o.user_id = %s), 0)
+FROM studio_personalizedobject po
+LEFT JOIN studio_personalizedpart pp ON pp.personalized_id = po.id
+WHERE po.user_id = %s
+"""
+
+
+def user_copy_footprint(*, user_id: str) -> dict[str, int]:
+    """What one user's copies occupy: ``{"copies", "parts", "bytes"}`` (row data, halfvec vectors included;
+    indexes and page overhead excluded). Bounded by ``IMPROVEMENT_MAX_COPIES_PER_USER``, read through the
+    ``user_id`` index: cheap for any user."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute(_USER_COPY_FOOTPRINT, [user_id, user_id])
+        copies, parts, size = cursor.fetchone()
+    return {"copies": int(copies), "parts": int(parts), "bytes": int(size)}

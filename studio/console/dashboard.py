@@ -33,6 +33,7 @@ from clickstream.analytics import WINDOW_SESSIONS, click_analytics
 from clickstream.experiments import interleaving_report
 from clickstream.models import Event, ImprovementStatus, Session, ShownResult
 from studio.catalogue.models import PersonalizedObject
+from studio.catalogue.selectors import user_copy_footprint
 from studio.core import db
 from studio.core.validation import id_problem
 
@@ -460,7 +461,7 @@ def user_detail(request: HttpRequest, user_id: str) -> HttpResponse:
         "sessions": user_sessions(user_id=user_id),
         "session_counts": user_session_counts(user_id=user_id),
         "personalized": objects,
-        "personalized_total": PersonalizedObject.objects.filter(user_id=user_id).count(),
+        "footprint": user_copy_footprint(user_id=user_id),
         "dashboard_url": reverse("studio-dashboard"),
     }
     return render(request, "admin/studio/user.html", context)

@@ -35,9 +35,12 @@ _COPY_HEADER = b"PGCOPY\n\xff\r\n\x00" + b"\x00" * 8
 _COPY_TRAILER = b"\xff\xff"
 
 
-def _part_row_dtype(dim: int) -> np.dtype:
-    # One binary row: field count, then (length, value) per field, big-endian; vector is pgvector's
-    # binary form (dim int16, unused int16, dim float32).
+# pgvector's binary forms: dim int16, unused int16, then dim float32 (vector) or float16 (halfvec), big-endian.
+_VECTOR_ELEMENT = {"vector": ">f4", "halfvec": ">f2"}
+
+
+def _part_row_dtype(dim: int, kind: str) -> np.dtype:
+    # One binary row: field count, then (length, value) per field, big-endian.
     return np.dtype(
         [
             ("fields", ">i2"),
@@ -48,26 +51,26 @@ def _part_row_dtype(dim: int) -> np.dtype:
             ("vector_len", ">i4"),
             ("dim", ">i2"),
             ("unused", ">i2"),
-            ("vector", ">f4", (dim,)),
+            ("vector", _VECTOR_ELEMENT[kind], (dim,)),
             ("average_len", ">i4"),
             ("average", "u1"),
         ]
     )
 
 
-def parts_copy_stream(*, owner_ids, indices, vectors: np.ndarray, is_average) -> bytes:
+def parts_copy_stream(*, owner_ids, indices, vectors: np.ndarray, is_average, kind: str = "vector") -> bytes:
     """A complete binary ``COPY <parts table> (<owner bigint>, index smallint, vector, is_average boolean)
     FROM STDIN (FORMAT BINARY)`` stream, built by numpy in one pass: no per-float text formatting.
-    Serves both part tables (originals' and personalized copies')."""
+    Serves both part tables: the originals' (``kind="vector"``) and the copies' (``kind="halfvec"``)."""
     vectors = np.asarray(vectors, dtype=np.float32)
     rows, dim = vectors.shape
-    table = np.empty(rows, dtype=_part_row_dtype(dim))
+    table = np.empty(rows, dtype=_part_row_dtype(dim, kind))
     table["fields"] = 4
     table["owner_len"] = 8
     table["owner"] = owner_ids
     table["index_len"] = 2
     table["index"] = indices
-    table["vector_len"] = 4 + 4 * dim
+    table["vector_len"] = 4 + np.dtype(_VECTOR_ELEMENT[kind]).itemsize * dim
     table["dim"] = dim
     table["unused"] = 0
     table["vector"] = vectors

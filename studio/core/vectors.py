@@ -83,5 +83,7 @@ def short_vector(vector, shown: int = 6) -> str:
     """The first few coordinates of a vector, for display (admin lists and pages)."""
     if vector is None:
         return "—"
+    if hasattr(vector, "to_list"):  # pgvector's HalfVector (copies are halfvec) is not a sequence
+        vector = vector.to_list()
     values = [f"{float(x):.3f}" for x in vector[:shown]]
     return f"[{', '.join(values)}, … ({len(vector)} dims)]"

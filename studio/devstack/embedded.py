@@ -283,8 +283,13 @@ def stop_redis() -> None:
     paths = redis_paths()
     if not redis_running(paths):
         return
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
     try:
-        redis.Redis(unix_socket_path=paths.socket_path).shutdown(nosave=False)
+        # No retries: the server closing the connection is the success (redis-py would retry into a gone socket).
+        client = redis.Redis(unix_socket_path=paths.socket_path, retry=Retry(NoBackoff(), 0), socket_timeout=30)
+        client.shutdown(nosave=False)
     except (redis.ConnectionError, OSError):
         pass  # shutdown closes the connection under us
     for _ in range(50):

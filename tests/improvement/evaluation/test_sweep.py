@@ -34,6 +34,18 @@ def test_sweep_admits_only_settings_that_hold_on_every_view_and_data_set():
     assert admissible(tuning, "defaults")[1] == ["b seen Δ low -0.0050 ≤ 0"]
 
 
+def test_sweep_refuses_settings_that_evict_the_users_relevant_results():
+    """A gain bought by evicting more than a tenth of the seen view's relevant results is not admissible."""
+    from improvement.evaluation.sweep import admissible
+
+    es = {"seen": 0.01}
+    tuning = {"a": _tuning({"defaults": {"seen": 0.05}, "greedy": {"seen": 0.08}}, es)}
+    tuning["a"]["arms"]["defaults"]["seen"]["evicted_relevant"] = {"mean": 0.047}
+    tuning["a"]["arms"]["greedy"]["seen"]["evicted_relevant"] = {"mean": 0.115}
+    assert admissible(tuning, "defaults") == (True, [])
+    assert admissible(tuning, "greedy") == (False, ["a seen evicted_relevant 0.115 > 0.1"])
+
+
 def test_sweep_keeps_the_defaults_unless_a_change_clearly_beats_them():
     from improvement.evaluation.sweep import MIN_GAIN, choose
 

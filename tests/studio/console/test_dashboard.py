@@ -15,7 +15,7 @@ from django.utils import timezone
 
 from clickstream import services as clickstream_services
 from clickstream.models import Session
-from studio.models import Object, PersonalizedObject
+from studio.models import Object, PersonalizedObject, PersonalizedPart
 from tests.support import unit_vector
 
 # A 1×1 PNG, standing in for the evaluation's own plot.
@@ -209,7 +209,7 @@ def test_user_lookup_redirects_to_the_user_page(admin_client, reports_dir):
     assert response["Location"] == reverse("studio-user", args=["team/alice"])
 
 
-def test_user_page_lists_sessions_and_copies_by_drift(admin_client):
+def test_user_page_lists_sessions_and_copies_by_drift(admin_client, settings):
     clicked = _session("alice", status="done", query="space adventure", shown=("m1", "m2"))
     clickstream_services.record_events(
         events=[
@@ -226,14 +226,18 @@ def test_user_page_lists_sessions_and_copies_by_drift(admin_client):
     )
     _session("alice", status="pending", query="comedy")
     _session("bob", status="pending", query="not alice's")
-    _copy("alice", "m2", drift=0.03, title="Star Wars")
-    _copy("alice", "m9", drift=0.05, title="Alien")
+    for copy in (_copy("alice", "m2", drift=0.03, title="Star Wars"), _copy("alice", "m9", drift=0.05, title="Alien")):
+        PersonalizedPart.objects.create(personalized=copy, index=0, vector=[0.5] * settings.STUDIO_EMBEDDING_DIM)
     _copy("bob", "m3", drift=0.5, title="Bob's copy")
     response = admin_client.get(reverse("studio-user", args=["alice"]))
     assert response.status_code == 200
     body = response.content.decode()
     assert [copy.object_id for copy in response.context["personalized"]] == ["m9_alice", "m2_alice"]
-    assert response.context["personalized_total"] == 2
+    footprint = response.context["footprint"]
+    assert (footprint["copies"], footprint["parts"]) == (2, 2)
+    half, full = 4 + 2 * settings.STUDIO_EMBEDDING_DIM, 4 + 4 * settings.STUDIO_EMBEDDING_DIM
+    assert 2 * half < footprint["bytes"] < 2 * full  # halfvec: two bytes a dimension, not four
+    assert 'id="copy-bytes"' in body
     assert "Star Wars" in body and "Alien" in body and "Bob's copy" not in body
     sessions = {row["search_query"]: row for row in response.context["sessions"]}
     assert set(sessions) == {"space adventure", "comedy"}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import struct
 
 import numpy as np
+import pytest
 from django.db import connection
 
 from studio.core import db as core_db
@@ -24,16 +25,19 @@ def test_parts_copy_stream_has_postgres_binary_framing():
     assert struct.unpack(">ib", row[36:]) == (1, 1)
 
 
-def test_parts_copy_stream_round_trips_through_postgres(db):
-    vectors = np.array([[0.25, -1.0, 3.0], [1e-3, 0.0, -7.5], [2.0, 2.0, 2.0]], dtype=np.float32)
+@pytest.mark.parametrize("kind", ["vector", "halfvec"])
+def test_parts_copy_stream_round_trips_through_postgres(db, kind):
+    """Originals' parts as float32 ``vector``, copies' as float16 ``halfvec`` (values exact in float16 here)."""
+    vectors = np.array([[0.25, -1.0, 3.0], [0.125, 0.0, -7.5], [2.0, 2.0, 2.0]], dtype=np.float32)
     stream = core_db.parts_copy_stream(
         owner_ids=np.array([1, 1, 9], dtype=np.int64),
         indices=np.array([0, 1, 0]),
         vectors=vectors,
         is_average=[False, True, False],
+        kind=kind,
     )
     with connection.cursor() as cursor:
-        cursor.execute("CREATE TEMP TABLE copied (owner bigint, index smallint, vector vector(3), is_average boolean)")
+        cursor.execute(f"CREATE TEMP TABLE copied (owner bigint, index smallint, vector {kind}(3), is_average boolean)")
         with cursor.copy("COPY copied (owner, index, vector, is_average) FROM STDIN (FORMAT BINARY)") as copy:
             copy.write(stream)
         cursor.execute("SELECT owner, index, vector::text, is_average FROM copied ORDER BY owner, index")
@@ -45,6 +49,18 @@ def test_parts_copy_stream_round_trips_through_postgres(db):
     ]
     stored = np.array([[float(x) for x in text.strip("[]").split(",")] for _, _, text, _ in rows], dtype=np.float32)
     assert np.array_equal(stored, vectors)
+
+
+def test_halfvec_stream_rounds_like_float16(db):
+    vector = np.array([[0.1, 1 / 3, -2.71828]], dtype=np.float32)
+    stream = core_db.parts_copy_stream(owner_ids=[1], indices=[0], vectors=vector, is_average=[False], kind="halfvec")
+    with connection.cursor() as cursor:
+        cursor.execute("CREATE TEMP TABLE half (owner bigint, index smallint, vector halfvec(3), is_average boolean)")
+        with cursor.copy("COPY half (owner, index, vector, is_average) FROM STDIN (FORMAT BINARY)") as copy:
+            copy.write(stream)
+        cursor.execute("SELECT vector::vector::text FROM half")
+        stored = np.array([float(x) for x in cursor.fetchone()[0].strip("[]").split(",")], dtype=np.float32)
+    assert np.array_equal(stored, vector[0].astype(np.float16).astype(np.float32))
 
 
 def test_estimated_row_count_is_never_negative(db):
