@@ -107,7 +107,10 @@ def ensure_catalogue(n: int, vectors: np.ndarray, labels: np.ndarray, data_dir: 
     print(f"loading {n} objects × {DIM} (kept under {data_dir} for later runs) …", file=sys.stderr, flush=True)
     started = time.perf_counter()
     with connection.cursor() as cursor:
-        cursor.execute("TRUNCATE studio_object, studio_objectpart, studio_personalizedobject, studio_personalizedpart")
+        # CASCADE: whatever refers to the catalogue (the shared tier's evidence and offsets) goes with it
+        cursor.execute(
+            "TRUNCATE studio_object, studio_objectpart, studio_personalizedobject, studio_personalizedpart CASCADE"
+        )
     services.drop_hnsw_index()
     rows = (
         (f"obj-{i}", payload_of(i, labels[i]), "", [vectors[i].tolist()])

@@ -294,10 +294,7 @@ def write_copies(*, copies: Sequence[CopyWrite], run_id: int | None) -> WriteRep
     with binary_cursor() as cursor:
         returned = _upsert_copy_rows(cursor, copies, drifts=drifts, run_id=run_id)
         ids = [returned[key][0] for key in keys]
-        replaced = [returned[key][0] for key in keys if not returned[key][1]]
-        if replaced:
-            cursor.execute("DELETE FROM studio_personalizedpart WHERE personalized_id = ANY(%b::bigint[])", [replaced])
-        _copy_parts(cursor, copies, ids)
+        _write_parts_in_place(cursor, copies, ids, replaced=[not returned[key][1] for key in keys])
     created = sum(1 for key in keys if returned[key][1])
     return WriteReport(ids=ids, drifts=drifts, created=created, updated=len(keys) - created)
 
@@ -330,8 +327,30 @@ def _upsert_copy_rows(cursor, copies: Sequence[CopyWrite], *, drifts: np.ndarray
     return {(int(original), user): (int(pk), inserted) for pk, original, user, inserted in cursor.fetchall()}
 
 
-def _copy_parts(cursor, copies: Sequence[CopyWrite], ids: list[int]) -> None:
-    """Insert every copy's parts with one binary COPY."""
+_STAGE_PARTS = """
+CREATE TEMP TABLE IF NOT EXISTS staged_copy_parts (
+    personalized_id bigint, index smallint, vector halfvec, is_average boolean
+) ON COMMIT DELETE ROWS
+"""
+
+# In place: a copy taught again keeps its part rows (an UPDATE, HOT where the page has room: the vector is in
+# no index) instead of a DELETE and an INSERT that leave dead rows and index entries behind.
+_MERGE_STAGED_PARTS = """
+INSERT INTO studio_personalizedpart (personalized_id, index, vector, is_average)
+SELECT personalized_id, index, vector, is_average FROM staged_copy_parts
+ORDER BY personalized_id, index  -- one lock order for every writer
+ON CONFLICT (personalized_id, index) DO UPDATE SET vector = EXCLUDED.vector, is_average = EXCLUDED.is_average
+"""
+
+# A replaced copy whose original now has fewer parts: its extra parts go.
+_DELETE_EXTRA_PARTS = """
+DELETE FROM studio_personalizedpart pp USING unnest(%b::bigint[], %b::int[]) AS k(id, parts)
+WHERE pp.personalized_id = k.id AND pp.index >= k.parts
+"""
+
+
+def _write_parts_in_place(cursor, copies: Sequence[CopyWrite], ids: list[int], *, replaced: list[bool]) -> None:
+    """Every copy's parts: one binary COPY into a transaction-scoped staging table, then one upsert."""
     counts = np.fromiter((len(c.vectors) for c in copies), dtype=np.int64, count=len(copies))
     stream = db.parts_copy_stream(
         owner_ids=np.repeat(np.asarray(ids, dtype=np.int64), counts),
@@ -340,10 +359,16 @@ def _copy_parts(cursor, copies: Sequence[CopyWrite], ids: list[int]) -> None:
         is_average=np.concatenate([np.asarray(c.is_average, dtype=bool) for c in copies]),
         kind="halfvec",
     )
+    cursor.execute(_STAGE_PARTS)
     with cursor.copy(
-        "COPY studio_personalizedpart (personalized_id, index, vector, is_average) FROM STDIN (FORMAT BINARY)"
+        "COPY staged_copy_parts (personalized_id, index, vector, is_average) FROM STDIN (FORMAT BINARY)"
     ) as copy:
         copy.write(stream)
+    cursor.execute(_MERGE_STAGED_PARTS)
+    cursor.execute("TRUNCATE staged_copy_parts")  # a second batch in the same transaction starts empty
+    again = [(pk, int(n)) for pk, n, was in zip(ids, counts, replaced, strict=True) if was]
+    if again:
+        cursor.execute(_DELETE_EXTRA_PARTS, [[pk for pk, _ in again], [n for _, n in again]])
 
 
 _DELETE_USER_COPIES = """

@@ -48,6 +48,29 @@ def test_original_vectors_round_trip_exact_float32(db):
         assert found[oid].is_average.tolist() == [False, False, False]
 
 
+def test_a_copy_taught_again_is_updated_in_place(db):
+    """Its part rows stay (same primary keys, no dead rows left for vacuum); two batches in one transaction and
+    a copy whose original lost a part are both handled."""
+    rng = np.random.default_rng(5)
+    originals = _load(rng, ["x", "y"], parts=2)
+    with transaction.atomic():
+        personalization.write_copies(copies=[_copy("u1", "x", _random_unit(rng, 2), originals)], run_id=1)
+    rows_before = list(PersonalizedPart.objects.order_by("index").values_list("pk", "index"))
+    newer = _random_unit(rng, 2)
+    with transaction.atomic():
+        personalization.write_copies(copies=[_copy("u1", "y", _random_unit(rng, 2), originals)], run_id=2)
+        personalization.write_copies(copies=[_copy("u1", "x", newer, originals)], run_id=2)
+    copy = PersonalizedObject.objects.get(user_id="u1", original__object_id="x")
+    assert list(copy.parts.order_by("index").values_list("pk", "index")) == rows_before
+    stored = personalization.user_copy_vectors(keys=[("u1", copy.original_id)])[("u1", copy.original_id)]
+    np.testing.assert_array_equal(stored.vectors, newer.astype(np.float16).astype(np.float32))
+    assert PersonalizedPart.objects.count() == 4
+    fewer = {**originals, "x": originals["x"][:1]}
+    with transaction.atomic():
+        personalization.write_copies(copies=[_copy("u1", "x", newer[:1], fewer)], run_id=3)
+    assert list(copy.parts.values_list("pk", flat=True)) == [rows_before[0][0]]
+
+
 def test_write_copies_creates_then_accumulates_and_never_touches_originals(db):
     rng = np.random.default_rng(2)
     originals = _load(rng, ["x", "y"], parts=2)
