@@ -330,3 +330,18 @@ def test_limits_are_checked(db):
         search.search_objects(query_vector=at_angle(0), limit=101)
     with pytest.raises(ValueError):
         search.search_objects(query_vector=at_angle(0), offset=search.MAX_OFFSET + 1)
+
+
+def test_copies_hiding_the_index_fetch_move_into_the_iterative_scan(random_catalogue, settings):
+    """A user whose copies replace every one of the ``ef_search`` nearest originals: the second attempt drops them
+    inside the index scan, which pgvector's iterative scan continues; the page equals the exact ranking."""
+    vectors = random_catalogue
+    settings.STUDIO_EF_SEARCH = 20
+    query = vectors[0]
+    nearest = np.argsort(((vectors - query) ** 2).sum(axis=1))[:60]
+    for row in nearest:
+        make_copy(Object.objects.get(object_id=f"r{row}"), "alice", (vectors[row] * 1.01).tolist())
+    result = search.search_objects(query_vector=query.tolist(), user_id="alice", limit=10)
+    assert (result.meta["attempts"], result.meta["filtered_in_scan"], result.meta["exact"]) == (2, True, False)
+    exact = search.search_objects(query_vector=query.tolist(), user_id="alice", limit=10, exact=True)
+    assert [h.object_id for h in result.hits] == [h.object_id for h in exact.hits]
