@@ -245,9 +245,10 @@ def main() -> int:
             "median_run_stage_seconds": median_run["stages"],
             "objects_personalized_per_run": median_run["objects_personalized"],
             "rule": args.rule,
-            # the copies' vector payload a run writes per session (float32 × D plus pgvector's 8-byte header)
+            # the copies' vector payload a run writes per session: halfvec, float16 × D plus pgvector's 4-byte header
+            # (and the varlena's 4): the bytes the column holds, not the WAL or the row headers
             "bytes_written_per_session": round(
-                median_run["objects_personalized"] * (4 * settings.STUDIO_EMBEDDING_DIM + 8) / sessions, 1
+                median_run["objects_personalized"] * (2 * settings.STUDIO_EMBEDDING_DIM + 8) / sessions, 1
             ),
             "clicked_rank_before_after": median_run["clicked_rank"],
         }
