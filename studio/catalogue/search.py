@@ -9,9 +9,10 @@ index on ``studio_objectpart`` (``hnsw.ef_search`` set for this transaction only
 originals are re-scored exactly over all of their parts; for a user, every one of that user's
 personalized copies is scored exactly (B-tree on ``user_id``, then the part index) and stands in
 for its original, whose index candidate is dropped. A payload filter matching few objects is
-answered by an exact scan of just those; otherwise the filter and the "not copied" test apply inside
-the index scan, which pgvector 0.8's iterative scan (``hnsw.iterative_scan = relaxed_order``) continues
-until the page is full; only a scan that gives up (``hnsw.max_scan_tuples``) falls back to an exact one.
+answered by an exact scan of just those; otherwise the filter applies inside the index scan, which
+pgvector 0.8's iterative scan (``hnsw.iterative_scan = relaxed_order``) continues until the page is full.
+Copies are dropped from the scan's ``ef_search`` rows, and inside the scan only when they hid too many
+(``_rank``); an exact scan is the last resort.
 """
 
 from __future__ import annotations

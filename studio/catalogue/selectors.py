@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from django.db import connection
+
 from studio.catalogue.models import Object, ObjectPart, PersonalizedObject
 
 
@@ -35,12 +37,12 @@ def object_summary(*, obj: Object, with_vectors: bool = False) -> dict:
 
 
 _USER_COPY_FOOTPRINT = """
-SELECT count(DISTINCT po.id), count(pp.id),
-       coalesce(sum(pg_column_size(pp.*)), 0)
-       + coalesce((SELECT sum(pg_column_size(o.*)) FROM studio_personalizedobject o WHERE o.user_id = %s), 0)
-FROM studio_personalizedobject po
-LEFT JOIN studio_personalizedpart pp ON pp.personalized_id = po.id
-WHERE po.user_id = %s
+WITH copies AS MATERIALIZED (
+    SELECT id, pg_column_size(po.*) AS size FROM studio_personalizedobject po WHERE po.user_id = %s
+)
+SELECT (SELECT count(*) FROM copies), count(pp.id),
+       (SELECT coalesce(sum(size), 0) FROM copies) + coalesce(sum(pg_column_size(pp.*)), 0)
+FROM copies c LEFT JOIN studio_personalizedpart pp ON pp.personalized_id = c.id
 """
 
 
@@ -48,9 +50,7 @@ def user_copy_footprint(*, user_id: str) -> dict[str, int]:
     """What one user's copies occupy: ``{"copies", "parts", "bytes"}`` (row data, halfvec vectors included;
     indexes and page overhead excluded). Bounded by ``IMPROVEMENT_MAX_COPIES_PER_USER``, read through the
     ``user_id`` index: cheap for any user."""
-    from django.db import connection
-
     with connection.cursor() as cursor:
-        cursor.execute(_USER_COPY_FOOTPRINT, [user_id, user_id])
+        cursor.execute(_USER_COPY_FOOTPRINT, [user_id])
         copies, parts, size = cursor.fetchone()
     return {"copies": int(copies), "parts": int(parts), "bytes": int(size)}
