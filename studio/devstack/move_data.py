@@ -11,6 +11,7 @@ the dump with ``psql``; ``ALTER EXTENSION vector UPDATE`` in every database. Not
 from __future__ import annotations
 
 import os
+import pwd
 import subprocess
 import sys
 import tempfile
@@ -19,7 +20,6 @@ from pathlib import Path
 from studio.devstack import embedded
 
 OLD_SERVER_PACKAGE = "pgserver==0.1.4"
-OLD_SYSTEM_USER = "pgserver"  # the account pgserver ran PostgreSQL 16 as when started by root
 
 
 def _run(args: list[str], *, user: str | None = None, **kwargs) -> subprocess.CompletedProcess:
@@ -45,7 +45,8 @@ def dump_old_cluster(*, pgdata: Path, old_bin: Path, dump: Path) -> None:
     # A fresh private folder, short enough for a socket path, that the old server's account may write.
     socket_dir = Path(tempfile.mkdtemp(prefix="studio-move-"))
     socket_dir.chmod(0o777)
-    user = OLD_SYSTEM_USER if pgdata.stat().st_uid != 0 else None
+    # As root, the old server runs as the account that owns its data (pgserver's own account, as it set it up).
+    user = pwd.getpwuid(pgdata.stat().st_uid).pw_name if os.geteuid() == 0 else None
     options = f'-h "" -k {socket_dir}'
     log = pgdata.parent / "move-data-pg16.log"
     log.touch()
