@@ -85,6 +85,32 @@ def test_multi_part_object_ranks_by_its_best_part(db):
 # --- personalization -------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("metric", ["cosine", "dot", "euclid"])
+def test_a_copy_scores_as_its_stored_half_precision_vector_under_every_metric(db, settings, metric):
+    # Cosine scores copies in halfvec against the unit query (no cast per copy), dot and euclid cast them
+    # to vector: either way a copy's distance is its stored (float16) vector's exact distance to the query.
+    settings.STUDIO_METRIC = metric
+    rng = np.random.default_rng(7)
+    query = 3.0 * rng.normal(size=384)  # not unit length: the cosine path scales it itself
+    originals = [make_object(f"o{i}", rng.normal(size=384).tolist()) for i in range(20)]
+    stored = {}
+    for original in originals[:10]:
+        vector = rng.normal(size=384)
+        make_copy(original, "alice", vector.tolist())
+        stored[original.object_id] = vector.astype(np.float16).astype(np.float64)
+    hits = search.search_objects(query_vector=query.tolist(), user_id="alice", limit=20).hits
+    copied = [hit for hit in hits if hit.personalized]
+    assert sorted(hit.object_id for hit in copied) == sorted(stored)
+
+    def exact(vector):
+        if metric == "cosine":
+            return 1 - query @ vector / (np.linalg.norm(query) * np.linalg.norm(vector))
+        return -(query @ vector) if metric == "dot" else np.linalg.norm(query - vector)
+
+    for hit in copied:
+        assert hit.distance == pytest.approx(exact(stored[hit.object_id]), rel=1e-4, abs=1e-4)
+
+
 def test_copy_replaces_its_original_for_its_user_only(db):
     for angle in (0, 10, 20, 30, 40):
         make_object(f"a{angle}", at_angle(angle))
@@ -268,7 +294,13 @@ def test_explain_uses_hnsw_index_for_the_candidates(random_catalogue):
     vectors = random_catalogue
     with connection.cursor() as cursor:
         sql = search._ranking_sql(op="<=>", personalized=True, filtered=False, exact=False)
-        params = {"q": search.vector_literal(vectors[0]), "user_id": "alice", "need": 10, "parts": 40}
+        params = {
+            "q": search.vector_literal(vectors[0]),
+            "qh": search.copy_query_literal(vectors[0], metric="cosine"),
+            "user_id": "alice",
+            "need": 10,
+            "parts": 40,
+        }
         cursor.execute("EXPLAIN " + sql, params)
         plan = "\n".join(row[0] for row in cursor.fetchall())
     assert "Index Scan using objectpart_vector_hnsw" in plan
