@@ -298,7 +298,6 @@ def bare_sql_timings(url: str, queries: np.ndarray, user_id: str | None) -> list
         for query in queries:
             params = {
                 "q": search.vector_literal(query),
-                "qh": search.copy_query_literal(query, metric="cosine"),
                 "user_id": user_id,
                 "need": K,
                 "parts": ef,

@@ -296,7 +296,6 @@ def test_explain_uses_hnsw_index_for_the_candidates(random_catalogue):
         sql = search._ranking_sql(op="<=>", personalized=True, filtered=False, exact=False)
         params = {
             "q": search.vector_literal(vectors[0]),
-            "qh": search.copy_query_literal(vectors[0], metric="cosine"),
             "user_id": "alice",
             "need": 10,
             "parts": 40,
