@@ -3,20 +3,27 @@
 Runs on its own: an embedded PostgreSQL + Redis under ``.studio/bench-soak`` (wiped per run, stopped
 at the end), migrations, an all-scopes API key, gunicorn (2 workers × 4 threads) on a free 127.0.0.1
 port and a real Celery worker, all pointed at those servers. A catalogue of random vectors is
-loaded through ``POST /objects``; then, for ``--seconds`` (default 120, ``--quick`` 20):
+loaded through ``POST /objects``; then, for ``--seconds`` (default 120, ``--quick`` 20), one of two loads:
 
-- search threads: ``POST /search`` (vector, a user from a pool, tracked) and clicks on half of the
-  results pages through ``POST /clickstream/sessions/{id}/events``;
-- ingest threads: ``POST /clickstream/sessions/batch`` then ``POST /clickstream/events`` for those
-  sessions; one request in ten is sent twice (a client retry), which must count as duplicates;
-- an improvement thread: ``POST /improvement/runs`` every 5 s (as beat would), the worker learning.
+- ``--mode open`` (default, the latency figure): requests arrive at fixed rates whatever the service's
+  speed — ``--search-rate`` tracked vector searches/s (half of the pages get clicks through
+  ``POST /clickstream/sessions/{id}/events``), ``--session-rate`` sessions/s through
+  ``POST /clickstream/sessions/batch`` (50 a request) and ``--event-rate`` events/s on those sessions through
+  ``POST /clickstream/events`` (100 a request, one request in ten sent twice: a client retry, which must count
+  as duplicates). Latency runs from each request's scheduled arrival. The defaults (20 / 100 / 300 a second,
+  with improvement learning every session) keep both cores about a third busy (``machine_cpu_busy`` is
+  printed): 500 sessions/s with their learning already took 86 % on this 2-core machine;
+- ``--mode saturate``: closed loop — two search clients and two ingest clients each send their next request as
+  soon as the last one returned, so the machine is saturated and latency says how it queues.
 
-Every load loop is bounded by the deadline and stops by itself. The audit counts the events stored
-in PostgreSQL against the unique events the server accepted (none lost, none stored twice) and
-checks that resent events were all reported as duplicates. A baseline p95 of search on the idle
-service is measured in the same run. Last line:
-``{"seconds", "events_sent", "events_stored", "duplicates", "error_rate", "p95_search_ms", ...}``.
-Targets: zero lost or duplicated events, error rate < 0.1 %, p95 search ≤ 50 ms under the mixed load.
+In both, ``POST /improvement/runs`` every 5 s (as beat would), a real Celery worker learning. Every load loop
+is bounded by the deadline and stops by itself. The audit counts the events stored in PostgreSQL against
+the unique events the server accepted (none lost, none stored twice), checks that resent events were all
+reported as duplicates, and counts stored sessions against those accepted. A baseline p95 of search on the
+idle service is measured in the same run. Last line:
+``{"mode", "seconds", "events_stored", "duplicates", "lost_sessions", "error_rate", "p95_search_ms", ...}``.
+Targets: zero lost or duplicated events and sessions, error rate < 0.1 %; search p95 ≤ 30 ms in the open
+loop (DESIGN §7 v2; the saturating mode has no latency target).
 """
 
 from __future__ import annotations
@@ -66,9 +73,13 @@ class Client:
         self.headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
         self.conn: http.client.HTTPConnection | None = None
 
-    def call(self, kind: str, method: str, path: str, body: dict | None = None) -> tuple[int, dict]:
+    def call(
+        self, kind: str, method: str, path: str, body: dict | None = None, *, scheduled: float | None = None
+    ) -> tuple[int, dict]:
+        """One request; its latency runs from ``scheduled`` (an open-loop arrival, perf_counter time) when given,
+        so that time spent waiting for a free client thread counts (no coordinated omission)."""
         payload = json.dumps(body).encode() if body is not None else None
-        started = time.perf_counter()
+        started = time.perf_counter() if scheduled is None else scheduled
         for attempt in range(2):
             reused = self.conn is not None
             try:
@@ -89,7 +100,7 @@ class Client:
                     and attempt == 0
                     and isinstance(exc, (BrokenPipeError, ConnectionResetError, http.client.RemoteDisconnected))
                 ):
-                    started = time.perf_counter()
+                    started = time.perf_counter() if scheduled is None else scheduled
                     continue
                 self.stats.record(kind, 0, time.perf_counter() - started, f"transport: {exc}")
                 return 0, {}
@@ -110,7 +121,8 @@ class Stats:
         self.accepted_events = 0
         self.resent_events = 0
         self.reported_duplicates = 0
-        self.sessions = 0
+        self.sessions = 0  # accepted through the batch endpoint
+        self.tracked_searches = 0  # each registered a session
 
     def record(self, kind: str, status: int, seconds: float, error: str | None) -> None:
         with self.lock:
@@ -140,6 +152,9 @@ def search_loop(client: Client, stats: Stats, deadline: float, seed: int) -> Non
         status, body = client.call(
             "search", "POST", "/api/v1/search", {"query_vector": random_vector(rng), "user_id": user, "limit": RESULTS}
         )
+        if status == 200:
+            with stats.lock:
+                stats.tracked_searches += 1
         if status != 200 or not body.get("results") or rng.random() < 0.5:
             continue
         session_id = body["session_id"]
@@ -187,15 +202,177 @@ def ingest_loop(client: Client, stats: Stats, deadline: float, seed: int, object
                     stats.events(accepted=again["accepted"], duplicates=again["duplicates"], resent=result["accepted"])
 
 
-def improve_loop(client: Client, deadline: float, runs: list[int]) -> None:
-    while time.monotonic() < deadline:
+def improve_loop(client: Client, deadline: float, runs: list[int], every: float = RUN_EVERY_SECONDS) -> None:
+    """An improvement run every ``every`` seconds (as beat would); none when ``every`` is 0."""
+    while every > 0 and time.monotonic() < deadline:
         status, body = client.call("runs", "POST", "/api/v1/improvement/runs", {})
         if status == 202:
             runs.append(body["id"])
-        time.sleep(min(RUN_EVERY_SECONDS, max(0.0, deadline - time.monotonic())))
+        time.sleep(min(every, max(0.0, deadline - time.monotonic())))
+
+
+# --- open loop: fixed arrival rates ----------------------------------------------------------------------
+
+EVENTS_PER_BATCH = 100
+VECTOR_POOL = 500  # query vectors made once: the load generator shares the 2 cores with the service
+
+
+class OpenLoop:
+    """Requests at fixed arrival rates, whatever the service's speed: a dispatcher per stream schedules arrivals
+    every 1/rate s and hands each to a pool thread with its own keep-alive connection. Latency runs from the
+    scheduled arrival, so a slow service shows as latency, never as fewer requests (no coordinated omission)."""
+
+    def __init__(self, port: int, key: str, stats: Stats, objects: int, *, pool_threads: int = 32):
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.port, self.key, self.stats, self.objects = port, key, stats, objects
+        self.pool = ThreadPoolExecutor(max_workers=pool_threads)
+        self.local = threading.local()
+        self.recent_sessions: list[tuple[str, list[str]]] = []  # (session_id, shown ids) the server accepted
+        self.lock = threading.Lock()
+        rng = random.Random(3)
+        self.vectors = [random_vector(rng) for _ in range(VECTOR_POOL)]
+        self.arrivals: Counter = Counter()
+        self.max_dispatch_lag_ms = 0.0
+
+    def client(self) -> Client:
+        if not hasattr(self.local, "client"):
+            self.local.client = Client(self.port, self.key, self.stats)
+        return self.local.client
+
+    def stream(self, name: str, per_second: float, job, deadline: float) -> threading.Thread:
+        """A dispatcher thread: ``job(rng, scheduled)`` submitted at ``per_second`` until the deadline."""
+
+        def dispatch() -> None:
+            rng = random.Random(name)
+            start = time.perf_counter()
+            for n in range(int(per_second * (deadline - time.monotonic()))):
+                scheduled = start + n / per_second
+                time.sleep(max(0.0, scheduled - time.perf_counter()))
+                self.max_dispatch_lag_ms = max(self.max_dispatch_lag_ms, (time.perf_counter() - scheduled) * 1000)
+                self.arrivals[name] += 1
+                self.pool.submit(job, random.Random(rng.random()), scheduled)
+
+        return threading.Thread(target=dispatch, name=f"arrivals-{name}")
+
+    def search(self, rng: random.Random, scheduled: float) -> None:
+        """A tracked vector search by a user from the pool; half the pages get one or two clicks."""
+        body = {"query_vector": rng.choice(self.vectors), "user_id": f"user{rng.randrange(USERS)}", "limit": RESULTS}
+        status, data = self.client().call("search", "POST", "/api/v1/search", body, scheduled=scheduled)
+        if status != 200:
+            return
+        with self.stats.lock:
+            self.stats.tracked_searches += 1
+        if not data.get("results") or rng.random() < 0.5:
+            return
+        clicked = rng.sample(data["results"], k=min(2, len(data["results"])))
+        events = [{"event_id": f"c{i}", "object_id": hit["object_id"]} for i, hit in enumerate(clicked)]
+        path = f"/api/v1/clickstream/sessions/{data['session_id']}/events"
+        status, result = self.client().call("events", "POST", path, {"events": events})
+        if status == 200:
+            self.stats.events(accepted=result["accepted"], duplicates=result["duplicates"])
+
+    def sessions(self, rng: random.Random, scheduled: float) -> None:
+        """A batch of SESSIONS_PER_BATCH sessions with RESULTS shown each; accepted ones become click targets."""
+        batch = []
+        for _ in range(SESSIONS_PER_BATCH):
+            shown = [f"obj{i}" for i in rng.sample(range(self.objects), RESULTS)]
+            batch.append(
+                {
+                    "session_id": uuid.uuid4().hex,
+                    "user_id": f"user{rng.randrange(USERS)}",
+                    "search_query": "soak",
+                    "query_vector": rng.choice(self.vectors),
+                    "search_results": [{"object_id": object_id} for object_id in shown],
+                }
+            )
+        body = {"sessions": batch}
+        status, result = self.client().call(
+            "sessions", "POST", "/api/v1/clickstream/sessions/batch", body, scheduled=scheduled
+        )
+        if status != 200:
+            return
+        with self.lock:
+            self.recent_sessions.extend(
+                (item["session_id"], [r["object_id"] for r in item["search_results"]]) for item in batch
+            )
+            del self.recent_sessions[: max(0, len(self.recent_sessions) - 5000)]
+        with self.stats.lock:
+            self.stats.sessions += result["accepted"]
+
+    def events(self, rng: random.Random, scheduled: float) -> None:
+        """EVENTS_PER_BATCH clicks on recently ingested sessions; one batch in ten is sent twice (a retry)."""
+        with self.lock:
+            targets = rng.sample(self.recent_sessions, k=min(EVENTS_PER_BATCH, len(self.recent_sessions)))
+        if not targets:
+            return
+        events = [
+            {"session_id": session_id, "event_id": uuid.uuid4().hex[:12], "object_id": rng.choice(shown)}
+            for session_id, shown in targets
+        ]
+        client = self.client()
+        status, result = client.call(
+            "events", "POST", "/api/v1/clickstream/events", {"events": events}, scheduled=scheduled
+        )
+        if status != 200:
+            return
+        self.stats.events(accepted=result["accepted"], duplicates=result["duplicates"])
+        if rng.random() < 0.1:  # a client retry of a request that was in fact stored
+            status, again = client.call("events", "POST", "/api/v1/clickstream/events", {"events": events})
+            if status == 200:
+                self.stats.events(accepted=again["accepted"], duplicates=again["duplicates"], resent=result["accepted"])
+
+
+def run_open_loop(port: int, key: str, stats: Stats, objects: int, args, runs: list[int]) -> dict:
+    """Searches, session batches and event batches at fixed arrival rates, improvement every RUN_EVERY_SECONDS."""
+    load = OpenLoop(port, key, stats, objects)
+    deadline = time.monotonic() + args.seconds
+    dispatchers = [
+        load.stream("search", args.search_rate, load.search, deadline),
+        load.stream("sessions", args.session_rate / SESSIONS_PER_BATCH, load.sessions, deadline),
+        load.stream("events", args.event_rate / EVENTS_PER_BATCH, load.events, deadline),
+        threading.Thread(target=improve_loop, args=(Client(port, key, stats), deadline, runs, args.run_every)),
+    ]
+    for thread in dispatchers:
+        thread.start()
+    for thread in dispatchers:
+        thread.join()
+    load.pool.shutdown(wait=True)
+    return {
+        "rates_per_s": {"search": args.search_rate, "sessions": args.session_rate, "events": args.event_rate},
+        "arrivals": dict(load.arrivals),
+        "max_dispatch_lag_ms": round(load.max_dispatch_lag_ms, 1),
+    }
+
+
+def run_saturate(port: int, key: str, stats: Stats, objects: int, args, runs: list[int]) -> dict:
+    """Closed loop: two search and two ingest clients each send their next request as soon as one returns."""
+    deadline = time.monotonic() + args.seconds
+    threads = [
+        threading.Thread(target=search_loop, args=(Client(port, key, stats), stats, deadline, 10 + n)) for n in range(2)
+    ]
+    threads += [
+        threading.Thread(target=ingest_loop, args=(Client(port, key, stats), stats, deadline, 20 + n, objects))
+        for n in range(2)
+    ]
+    threads.append(
+        threading.Thread(target=improve_loop, args=(Client(port, key, stats), deadline, runs, args.run_every))
+    )
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=args.seconds + 180)
+    return {}
 
 
 # --- the stack -----------------------------------------------------------------------------------------
+
+
+def machine_cpu() -> tuple[float, float]:
+    """(busy, total) jiffies of the whole machine, from /proc/stat."""
+    fields = [float(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle + iowait
+    return sum(fields) - idle, sum(fields)
 
 
 def sql(database_url: str, query: str) -> list[tuple]:
@@ -220,8 +397,20 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="20 s and a smaller catalogue")
     parser.add_argument("--seconds", type=float, default=None, help="load duration (default 120; --quick 20)")
     parser.add_argument("--objects", type=int, default=None, help="catalogue size (default 5000; --quick 2000)")
+    parser.add_argument(
+        "--mode",
+        choices=["open", "saturate"],
+        default="open",
+        help="open: fixed arrival rates (the latency figure); saturate: closed-loop clients, as fast as answered",
+    )
+    parser.add_argument("--search-rate", type=float, default=20.0, help="open: tracked searches per second")
+    parser.add_argument("--session-rate", type=float, default=100.0, help="open: sessions per second (batches of 50)")
+    parser.add_argument("--event-rate", type=float, default=300.0, help="open: events per second (batches of 100)")
+    parser.add_argument(
+        "--run-every", type=float, default=RUN_EVERY_SECONDS, help="seconds between improvement runs (0: none)"
+    )
     args = parser.parse_args()
-    seconds = args.seconds or (20.0 if args.quick else 120.0)
+    args.seconds = args.seconds or (20.0 if args.quick else 120.0)
     objects = args.objects or (2000 if args.quick else 5000)
 
     database_url, broker, cache = _stack.fresh_embedded_servers(DATA_DIR)
@@ -245,7 +434,8 @@ def main() -> None:
         processes.append(
             subprocess.Popen(
                 [sys.executable, "-m", "gunicorn", "studio.config.wsgi", "--bind", f"127.0.0.1:{port}"]
-                + ["--workers", "2", "--threads", "4", "--timeout", "120", "--graceful-timeout", "5"],
+                + ["--workers", os.environ.get("WEB_WORKERS", "2"), "--threads", os.environ.get("WEB_THREADS", "4")]
+                + ["--timeout", "120", "--graceful-timeout", "5"],
                 cwd=ROOT,
                 env=env,
                 stdout=(DATA_DIR / "gunicorn.log").open("ab"),
@@ -281,32 +471,29 @@ def main() -> None:
             if status != 200 or body.get("errors"):
                 raise SystemExit(f"catalogue load failed: {status} {str(body)[:300]}")
 
-        # Baseline: search alone on the idle service, same client code.
+        # Baseline: the load's search request (tracked, a user from the pool) alone on the idle service.
         baseline = Stats()
         idle = Client(port, key, baseline)
-        for _ in range(200):
-            body = {"query_vector": random_vector(rng), "limit": RESULTS, "track": False}
+        for n in range(200):
+            body = {"query_vector": random_vector(rng), "user_id": f"user{n % USERS}", "limit": RESULTS}
             idle.call("search", "POST", "/api/v1/search", body)
+        idle_p50 = statistics.median(baseline.latency["search"])
         idle_p95 = percentile(baseline.latency["search"], 0.95)
 
         stats = Stats()
         runs: list[int] = []
         started = time.monotonic()
-        deadline = started + seconds
-        threads = [
-            threading.Thread(target=search_loop, args=(Client(port, key, stats), stats, deadline, 10 + n))
-            for n in range(2)
-        ]
-        threads += [
-            threading.Thread(target=ingest_loop, args=(Client(port, key, stats), stats, deadline, 20 + n, objects))
-            for n in range(2)
-        ]
-        threads.append(threading.Thread(target=improve_loop, args=(Client(port, key, stats), deadline, runs)))
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(timeout=seconds + 180)
+        busy_before, total_before, own_before = *machine_cpu(), time.process_time()
+        load = (run_open_loop if args.mode == "open" else run_saturate)(port, key, stats, objects, args, runs)
         elapsed = time.monotonic() - started
+        busy_after, total_after = machine_cpu()
+        cpu = {
+            # share of both cores busy during the load (all processes), and the load generator's own part
+            "machine_cpu_busy": round((busy_after - busy_before) / max(1.0, total_after - total_before), 3),
+            "load_generator_cpu_share": round(
+                (time.process_time() - own_before) / (elapsed * (os.cpu_count() or 1)), 3
+            ),
+        }
 
         # Let the runs started during the load finish (bounded), then audit the database.
         def runs_done() -> bool:
@@ -319,6 +506,7 @@ def main() -> None:
         stored, distinct = sql(
             database_url, "SELECT count(*), count(DISTINCT (session_id, event_id)) FROM clickstream_event"
         )[0]
+        sessions_stored = sql(database_url, "SELECT count(*) FROM clickstream_session")[0][0]
         session_states = dict(
             sql(database_url, "SELECT improvement_status, count(*) FROM clickstream_session GROUP BY 1")
         )
@@ -337,6 +525,9 @@ def main() -> None:
             if 400 <= status < 500 and kind != "events"
         )
         result = {
+            "mode": args.mode,
+            **load,
+            **cpu,
             "seconds": round(elapsed, 1),
             "events_sent": stats.accepted_events,
             "events_stored": stored,
@@ -345,6 +536,7 @@ def main() -> None:
             "error_rate": round((failed + unexpected_4xx) / max(1, requests_total), 6),
             "p95_search_ms": round(percentile(stats.latency.get("search", []), 0.95), 2),
             "p50_search_ms": round(percentile(stats.latency.get("search", []), 0.50), 2),
+            "p50_search_idle_ms": round(idle_p50, 2),
             "p95_search_idle_ms": round(idle_p95, 2),
             "p95_events_ms": round(percentile(stats.latency.get("events", []), 0.95), 2),
             "p95_sessions_batch_ms": round(percentile(stats.latency.get("sessions", []), 0.95), 2),
@@ -355,6 +547,9 @@ def main() -> None:
             "lost_events": max(0, stats.accepted_events - stored),
             "retries_not_reported_as_duplicates": stats.resent_events - stats.reported_duplicates,
             "sessions_ingested": stats.sessions,
+            "tracked_searches": stats.tracked_searches,
+            # every accepted session (batch or tracked search) is stored once: the session id is unique
+            "lost_sessions": max(0, stats.sessions + stats.tracked_searches + 200 - sessions_stored),
             "sessions_by_status": session_states,
             "max_done_attempts_per_session": attempts_per_session,
             "runs": run_states,
