@@ -119,7 +119,10 @@ def ensure_catalogue(n: int, vectors: np.ndarray, labels: np.ndarray, data_dir: 
     services.copy_objects(rows=rows, batch_size=5000)
     loaded = time.perf_counter() - started
     print(f"  copied in {loaded:.0f} s; building the HNSW index …", file=sys.stderr, flush=True)
-    services.create_hnsw_index()
+    # Sized for the machine: the whole graph in maintenance_work_mem (~2.5 KB per 384-d part; a build that spills
+    # is many times slower), and every core but the leader's as a parallel maintenance worker.
+    graph_mb = max(512, int(n * 2.5 / 1024) + 256)
+    services.create_hnsw_index(maintenance_work_mem=f"{graph_mb}MB", workers=max(0, (os.cpu_count() or 1) - 1))
     with connection.cursor() as cursor:
         cursor.execute("VACUUM ANALYZE studio_object")
         cursor.execute("VACUUM ANALYZE studio_objectpart")
