@@ -167,21 +167,38 @@ def search_loop(client: Client, stats: Stats, deadline: float, seed: int) -> Non
             stats.events(accepted=result["accepted"], duplicates=result["duplicates"])
 
 
+def session_batch(rng: random.Random, objects: int, vector) -> list[dict]:
+    """SESSIONS_PER_BATCH sessions of RESULTS shown objects each; ``vector(rng)`` gives each query vector."""
+    return [
+        {
+            "session_id": uuid.uuid4().hex,
+            "user_id": f"user{rng.randrange(USERS)}",
+            "search_query": "soak",
+            "query_vector": vector(rng),
+            "search_results": [{"object_id": f"obj{i}"} for i in rng.sample(range(objects), RESULTS)],
+        }
+        for _ in range(SESSIONS_PER_BATCH)
+    ]
+
+
+def post_events(client: Client, stats: Stats, rng: random.Random, events: list[dict], scheduled=None) -> None:
+    """POST /clickstream/events; one accepted request in ten is sent again (a client retry of a stored request),
+    whose events must all come back as duplicates."""
+    body = {"events": events}
+    status, result = client.call("events", "POST", "/api/v1/clickstream/events", body, scheduled=scheduled)
+    if status != 200:
+        return
+    stats.events(accepted=result["accepted"], duplicates=result["duplicates"])
+    if rng.random() < 0.1:
+        status, again = client.call("events", "POST", "/api/v1/clickstream/events", body)
+        if status == 200:
+            stats.events(accepted=again["accepted"], duplicates=again["duplicates"], resent=result["accepted"])
+
+
 def ingest_loop(client: Client, stats: Stats, deadline: float, seed: int, objects: int) -> None:
     rng = random.Random(seed)
     while time.monotonic() < deadline:
-        sessions = []
-        for _ in range(SESSIONS_PER_BATCH):
-            shown = rng.sample(range(objects), RESULTS)
-            sessions.append(
-                {
-                    "session_id": uuid.uuid4().hex,
-                    "user_id": f"user{rng.randrange(USERS)}",
-                    "search_query": "soak",
-                    "query_vector": random_vector(rng),
-                    "search_results": [{"object_id": f"obj{i}"} for i in shown],
-                }
-            )
+        sessions = session_batch(rng, objects, random_vector)
         status, result = client.call("sessions", "POST", "/api/v1/clickstream/sessions/batch", {"sessions": sessions})
         if status != 200:
             continue
@@ -192,14 +209,7 @@ def ingest_loop(client: Client, stats: Stats, deadline: float, seed: int, object
             for n in range(rng.randrange(1, 3)):
                 shown = session["search_results"][rng.randrange(RESULTS)]["object_id"]
                 events.append({"session_id": session["session_id"], "event_id": f"e{n}", "object_id": shown})
-        body = {"events": events}
-        status, result = client.call("events", "POST", "/api/v1/clickstream/events", body)
-        if status == 200:
-            stats.events(accepted=result["accepted"], duplicates=result["duplicates"])
-            if rng.random() < 0.1:  # a client retry of a request that was in fact stored
-                status, again = client.call("events", "POST", "/api/v1/clickstream/events", body)
-                if status == 200:
-                    stats.events(accepted=again["accepted"], duplicates=again["duplicates"], resent=result["accepted"])
+        post_events(client, stats, rng, events)
 
 
 def improve_loop(client: Client, deadline: float, runs: list[int], every: float = RUN_EVERY_SECONDS) -> None:
@@ -273,54 +283,30 @@ class OpenLoop:
             self.stats.events(accepted=result["accepted"], duplicates=result["duplicates"])
 
     def sessions(self, rng: random.Random, scheduled: float) -> None:
-        """A batch of SESSIONS_PER_BATCH sessions with RESULTS shown each; accepted ones become click targets."""
-        batch = []
-        for _ in range(SESSIONS_PER_BATCH):
-            shown = [f"obj{i}" for i in rng.sample(range(self.objects), RESULTS)]
-            batch.append(
-                {
-                    "session_id": uuid.uuid4().hex,
-                    "user_id": f"user{rng.randrange(USERS)}",
-                    "search_query": "soak",
-                    "query_vector": rng.choice(self.vectors),
-                    "search_results": [{"object_id": object_id} for object_id in shown],
-                }
-            )
+        """A batch of sessions (``session_batch``); accepted ones become click targets."""
+        batch = session_batch(rng, self.objects, lambda r: r.choice(self.vectors))
         body = {"sessions": batch}
-        status, result = self.client().call(
-            "sessions", "POST", "/api/v1/clickstream/sessions/batch", body, scheduled=scheduled
-        )
+        path = "/api/v1/clickstream/sessions/batch"
+        status, result = self.client().call("sessions", "POST", path, body, scheduled=scheduled)
         if status != 200:
             return
+        accepted = [(item["session_id"], [r["object_id"] for r in item["search_results"]]) for item in batch]
         with self.lock:
-            self.recent_sessions.extend(
-                (item["session_id"], [r["object_id"] for r in item["search_results"]]) for item in batch
-            )
+            self.recent_sessions.extend(accepted)
             del self.recent_sessions[: max(0, len(self.recent_sessions) - 5000)]
         with self.stats.lock:
             self.stats.sessions += result["accepted"]
 
     def events(self, rng: random.Random, scheduled: float) -> None:
-        """EVENTS_PER_BATCH clicks on recently ingested sessions; one batch in ten is sent twice (a retry)."""
+        """EVENTS_PER_BATCH clicks on recently ingested sessions, through ``post_events`` (retries included)."""
         with self.lock:
             targets = rng.sample(self.recent_sessions, k=min(EVENTS_PER_BATCH, len(self.recent_sessions)))
-        if not targets:
-            return
-        events = [
-            {"session_id": session_id, "event_id": uuid.uuid4().hex[:12], "object_id": rng.choice(shown)}
-            for session_id, shown in targets
-        ]
-        client = self.client()
-        status, result = client.call(
-            "events", "POST", "/api/v1/clickstream/events", {"events": events}, scheduled=scheduled
-        )
-        if status != 200:
-            return
-        self.stats.events(accepted=result["accepted"], duplicates=result["duplicates"])
-        if rng.random() < 0.1:  # a client retry of a request that was in fact stored
-            status, again = client.call("events", "POST", "/api/v1/clickstream/events", {"events": events})
-            if status == 200:
-                self.stats.events(accepted=again["accepted"], duplicates=again["duplicates"], resent=result["accepted"])
+        if targets:
+            events = [
+                {"session_id": session_id, "event_id": uuid.uuid4().hex[:12], "object_id": rng.choice(shown)}
+                for session_id, shown in targets
+            ]
+            post_events(self.client(), self.stats, rng, events, scheduled=scheduled)
 
 
 def run_open_loop(port: int, key: str, stats: Stats, objects: int, args, runs: list[int]) -> dict:
