@@ -317,22 +317,19 @@ def bare_sql_timings(url: str, queries: np.ndarray, user_id: str | None) -> list
 
 def set_shared_buffers(value: str) -> str:
     """Give the benchmark's own embedded PostgreSQL ``shared_buffers`` (restarting it if it changes), so
-    that the 100k × 384 index (~200 MB) and table (~160 MB) stay in PostgreSQL's cache; ``default``
-    leaves the embedded default (128 MB). Returns the value in force."""
+    that the index and the table stay in PostgreSQL's cache; ``default`` gives initdb's 128 MB. Returns the
+    value in force. The start-up tuning (``STUDIO_EMBEDDED_PG_SHARED_BUFFERS``) applies it: an ``ALTER
+    SYSTEM`` of our own would be undone by that tuning on the restart."""
     from django.db import connection
 
     from studio.devstack import embedded
 
+    wanted = "128MB" if value == "default" else value
     with connection.cursor() as cursor:
-        cursor.execute("SHOW shared_buffers")
-        current = cursor.fetchone()[0]
-        if value == "default":
-            cursor.execute("ALTER SYSTEM RESET shared_buffers")
-            wanted = None
-        else:
-            cursor.execute("ALTER SYSTEM SET shared_buffers = %s", [value])
-            wanted = value
-    if (wanted is not None and current.upper() != wanted.upper()) or (wanted is None and current != "128MB"):
+        cursor.execute("SELECT pg_size_bytes(current_setting('shared_buffers')) = pg_size_bytes(%s)", [wanted])
+        in_force = cursor.fetchone()[0]
+    os.environ["STUDIO_EMBEDDED_PG_SHARED_BUFFERS"] = wanted
+    if not in_force:
         connection.close()
         embedded.stop_postgres()
         embedded.ensure_postgres("studio")  # same socket directory: Django reconnects on its next query

@@ -39,6 +39,12 @@ EVENTS_BATCH = 1000
 PROBE_USER = "eval-probe"
 
 ARM_NAMES = ("no_feedback", "embedding_studio", "studio_v1", "studio_personal", "studio", "oracle")
+# Arms that are worse on purpose, run only when asked for (the online harness's guard test).
+ADVERSARIAL_ARMS = ("click_spam", "click_spam_unbounded")
+ALL_ARMS = ARM_NAMES + ADVERSARIAL_ARMS
+SPAM_VOTERS = 10  # click_spam: bots per training query and round
+SPAM_USER = "spam-bot"
+UNBOUNDED_OFFSET = 0.5  # click_spam_unbounded's shared-tier bound: a first page spans about 0.08 in cosine
 # Arms whose learning is private to the user who clicked (no shared tier): nobody else's ranking may move.
 PRIVATE_ARMS = ("embedding_studio", "studio_v1", "studio_personal")
 
@@ -46,12 +52,14 @@ PRIVATE_ARMS = ("embedding_studio", "studio_v1", "studio_personal")
 @dataclass(frozen=True)
 class Arm:
     """One way of running the loop: whether improvement runs, with which setting overrides, and the
-    position bias of the simulated clicks (``click_eta`` None: the evaluation's η)."""
+    position bias of the simulated clicks (``click_eta`` None: the evaluation's η), and how many click-spam
+    bots post sessions for every training query each round (``spam_voters``; 0: none)."""
 
     name: str
     improve: bool = True
     overrides: dict = field(default_factory=dict)
     click_eta: float | None = None
+    spam_voters: int = 0
 
 
 # Embedding Studio's shipped defaults: lr 0.1, 10 iterations, every shown-unclicked object a negative, no rails.
@@ -93,13 +101,21 @@ def standard_arms(names: Sequence[str] = ARM_NAMES, *, studio_overrides: dict | 
         "studio": Arm("studio", overrides=studio_overrides),
         # The studio settings, trained on clicks without position bias: what unbiased feedback could reach.
         "oracle": Arm("oracle", overrides=studio_overrides, click_eta=0.0),
+        # The studio settings under attack: bots click what nobody should want (worse on purpose).
+        "click_spam": Arm("click_spam", overrides=studio_overrides, spam_voters=SPAM_VOTERS),
+        # The same attack with the shared tier's bound lifted far past a first page's spread (a misconfiguration).
+        "click_spam_unbounded": Arm(
+            "click_spam_unbounded",
+            overrides={**studio_overrides, "IMPROVEMENT_SHARED_MAX_OFFSET": UNBOUNDED_OFFSET},
+            spam_voters=SPAM_VOTERS,
+        ),
     }
     unknown = [n for n in names if n not in catalogue_of_arms]
     if unknown:
-        raise ValueError(f"unknown arm(s) {', '.join(unknown)}: choose from {', '.join(ARM_NAMES)}")
+        raise ValueError(f"unknown arm(s) {', '.join(unknown)}: choose from {', '.join(ALL_ARMS)}")
     if "no_feedback" not in names:
         names = ["no_feedback", *names]  # every delta is measured against it
-    return [catalogue_of_arms[n] for n in ARM_NAMES if n in names]
+    return [catalogue_of_arms[n] for n in ALL_ARMS if n in names]
 
 
 def arm_parameters(arm: Arm) -> dict:
@@ -269,8 +285,43 @@ def _training_round(
             grades = [relevance.get(hit.object_id, 0) for hit in hits]
             # Only a session registered this round is sent its clicks.
             events += _clicks(model, grades, rng, hits, outcome, user_index, session_id if registered else None)
-    outcome.events_recorded += _record_events(events)
+    outcome.events_recorded += _record_events(events + _spam_sessions(ctx, arm, round_index))
     return shown
+
+
+def _spam_sessions(ctx: LoopContext, arm: Arm, round_index: int) -> list[dict]:
+    """Click spam: for every training query, ``arm.spam_voters`` bots post the anonymous first page through
+    the ingestion service, as a client would (so their sessions are never interleaved), and click its deepest
+    result that no simulated user finds relevant; every result above it becomes a skip. Returns their clicks."""
+    clicks: list[dict] = []
+    if not arm.spam_voters:
+        return clicks
+    for qid, relevant in _training_queries(ctx.dataset).items():
+        text, vector = ctx.dataset.queries[qid], ctx.query_vectors[qid]
+        shown, _ = rank(query_vector=vector, user_id=None, query_text=text, depth=SHOWN_RESULTS)
+        junk = [object_id for object_id in shown if object_id not in relevant]
+        if not junk:
+            continue
+        for bot in range(arm.spam_voters):
+            session_id = f"spam-{arm.name}-r{round_index}-{bot}-{qid}"
+            clickstream_services.register_session(
+                session_id=session_id,
+                user_id=f"{SPAM_USER}-{bot}",
+                search_query=text,
+                query_vector=vector,
+                results=[clickstream_services.ShownResultInput(object_id=o, score=None) for o in shown],
+            )
+            clicks.append({"session_id": session_id, "event_id": "click", "object_id": junk[-1]})
+    return clicks
+
+
+def _training_queries(dataset: EvalDataset) -> dict[str, set[str]]:
+    """Every query some simulated user trains on, with the objects any of them finds relevant."""
+    relevant: dict[str, set[str]] = defaultdict(set)
+    for user in dataset.users:
+        for qid, relevance in user.train:
+            relevant[qid] |= {object_id for object_id, grade in relevance.items() if grade > 0}
+    return dict(relevant)
 
 
 def _population(dataset: EvalDataset) -> list[tuple[int, SimUser]]:

@@ -13,6 +13,7 @@ thresholds) trips and, with auto-off, switches learned ranking off.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -23,12 +24,24 @@ from improvement.evaluation import loop, report
 from improvement.evaluation.database import throwaway_database
 from improvement.evaluation.datasets import EvalDataset, load_dataset
 
-ONLINE_ARMS = ("studio", "embedding_studio")  # embedding_studio: the deliberately worse arm on CISI
+# embedding_studio: worse offline on CISI. click_spam: bots teach the shared tier junk, under its bound;
+# click_spam_unbounded: the same with the bound lifted (worse on purpose: the guard must trip).
+ONLINE_ARMS = ("studio", "embedding_studio", "click_spam", "click_spam_unbounded")
 ALPHA = 0.05
 
 
-def run_online(*, dataset_name: str, seeds: list[int], users: int | None, rounds: int, progress: bool) -> dict:
-    """The harness over ``seeds`` for one data set: a row per (arm, seed) and a summary per arm."""
+def run_online(
+    *,
+    dataset_name: str,
+    seeds: list[int],
+    users: int | None,
+    rounds: int,
+    progress: bool,
+    arms: Sequence[str] = ONLINE_ARMS,
+) -> dict:
+    """The harness over ``seeds`` for one data set: a row per (arm, seed) and a summary per arm.
+    ``arms``: the learned arms, each interleaved against the base ranking (``no_feedback`` is the baseline)."""
+    arms = [name for name in arms if name != "no_feedback"]
     rows = []
     for seed in seeds:
         dataset = load_dataset(dataset_name, users=users, seed=seed)
@@ -43,10 +56,10 @@ def run_online(*, dataset_name: str, seeds: list[int], users: int | None, rounds
                 seed=seed,
                 progress=progress,
             )
-            arms = {arm.name: arm for arm in loop.standard_arms(["no_feedback", *ONLINE_ARMS])}
-            baseline = loop.run_arm(ctx, arms["no_feedback"])
-            rows += [_arm_row(ctx, dataset, arms[name], baseline, seed) for name in ONLINE_ARMS]
-    return {"dataset": dataset_name, "seeds": seeds, "rows": rows, "summary": _summary(rows)}
+            by_name = {arm.name: arm for arm in loop.standard_arms(["no_feedback", *arms])}
+            baseline = loop.run_arm(ctx, by_name["no_feedback"])
+            rows += [_arm_row(ctx, dataset, by_name[name], baseline, seed) for name in arms]
+    return {"dataset": dataset_name, "seeds": seeds, "rows": rows, "summary": _summary(rows, arms)}
 
 
 def _arm_row(ctx: loop.LoopContext, dataset: EvalDataset, arm: loop.Arm, baseline, seed: int) -> dict:
@@ -86,9 +99,9 @@ def _guard() -> dict:
     return {"guard_tripped": tripped, "switched_off": switched_off}
 
 
-def _summary(rows: list[dict]) -> dict:
+def _summary(rows: list[dict], arms: Sequence[str]) -> dict:
     summary = {}
-    for arm in ONLINE_ARMS:
+    for arm in arms:
         mine = [row for row in rows if row["arm"] == arm]
         reached = [row["sessions_to_p05"] for row in mine if row["sessions_to_p05"] is not None]
         summary[arm] = {

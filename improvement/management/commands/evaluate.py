@@ -8,12 +8,13 @@ registration, clicks, improvement runs, search again — in a throwaway database
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
-from improvement.evaluation import loop
+from improvement.evaluation import loop, online
 
 
 def default_out(dataset: str) -> Path:
@@ -43,14 +44,21 @@ def parse_override(text: str) -> tuple[str, object]:
     return key, value
 
 
+def _arms(options: dict, *, default: Sequence[str]) -> list[str]:
+    """The ``--arms`` list (checked against every arm the evaluation knows), or ``default`` without it."""
+    if options["arms"] is None:
+        return list(default)
+    arms = [a.strip() for a in options["arms"].split(",") if a.strip()]
+    unknown = [a for a in arms if a not in loop.ALL_ARMS]
+    if unknown:
+        raise CommandError(f"--arms: unknown {', '.join(unknown)} (choose from {', '.join(loop.ALL_ARMS)})")
+    return arms
+
+
 def _eval_options(options: dict, progress: bool):
     """The runner's ``EvalOptions`` from the command's options (``--arms`` checked, ``--set`` parsed)."""
     from improvement.evaluation.runner import EvalOptions
 
-    arms = [a.strip() for a in options["arms"].split(",") if a.strip()]
-    unknown = [a for a in arms if a not in loop.ARM_NAMES]
-    if unknown:
-        raise CommandError(f"--arms: unknown {', '.join(unknown)} (choose from {', '.join(loop.ARM_NAMES)})")
     return EvalOptions(
         dataset=options["dataset"],
         users=options["users"],
@@ -58,7 +66,7 @@ def _eval_options(options: dict, progress: bool):
         click_model=options["click_model"],
         eta=options["eta"],
         seed=options["seed"],
-        arms=arms,
+        arms=_arms(options, default=loop.ARM_NAMES),
         queries_per_user=options["queries_per_user"],
         bootstrap_samples=options["bootstrap"],
         progress=progress,
@@ -80,7 +88,10 @@ class Command(BaseCommand):
         parser.add_argument("--eta", type=float, default=1.0, help="position bias of the simulated clicks (PBM)")
         parser.add_argument("--seed", type=int, default=0)
         parser.add_argument(
-            "--arms", default=",".join(loop.ARM_NAMES), help="comma-separated: " + ", ".join(loop.ARM_NAMES)
+            "--arms",
+            default=None,
+            help=f"comma-separated, from {', '.join(loop.ALL_ARMS)} (default: {', '.join(loop.ARM_NAMES)}; "
+            f"--online: {', '.join(online.ONLINE_ARMS)})",
         )
         parser.add_argument("--queries-per-user", type=int, default=3)
         parser.add_argument("--bootstrap", type=int, default=1000, help="bootstrap samples for the intervals")
@@ -95,7 +106,7 @@ class Command(BaseCommand):
         parser.add_argument(
             "--online",
             action="store_true",
-            help="the interleaving harness: studio and embedding_studio vs the base ranking, per seed",
+            help="the interleaving harness: each learned arm (--arms) vs the base ranking, per seed",
         )
         parser.add_argument("--seeds", type=int, default=10, help="--online: seeds 0 … N-1")
         parser.add_argument(
@@ -141,8 +152,6 @@ class Command(BaseCommand):
         self.stdout.write(f"runtime: {report['runtime_seconds']} s; written to {out}/report.json, report.md, ndcg.png")
 
     def _online(self, options, progress: bool) -> None:
-        from improvement.evaluation import online
-
         if options["seeds"] < 1:
             raise CommandError("--seeds must be at least 1")
         out = Path(options["out"]) if options["out"] else default_out(options["dataset"]) / "online"
@@ -153,6 +162,7 @@ class Command(BaseCommand):
                 users=options["users"],
                 rounds=options["rounds"],
                 progress=progress,
+                arms=_arms(options, default=online.ONLINE_ARMS),
             )
         except (FileNotFoundError, ValueError) as exc:
             raise CommandError(str(exc)) from exc

@@ -102,3 +102,36 @@ def test_an_arms_settings_hold_while_its_rankings_are_measured(tmp_path, unblock
         )
         loop.run_arm(ctx, loop.Arm("wide", overrides={"IMPROVEMENT_SHARED_MAX_OFFSET": 0.123}))
     assert seen_while_measuring == [0.123]
+
+
+def test_the_click_spam_arm_teaches_the_shared_tier_what_nobody_wants_without_being_interleaved(
+    tmp_path, unblocked_database
+):
+    """The online guard's worse-on-purpose arm: bots post the anonymous first page of every training query as a
+    client would, click a result no simulated user finds relevant, and the shared tier learns to promote it."""
+    from django.test.utils import override_settings
+
+    from clickstream.models import Session, ShownResult
+    from improvement.evaluation import loop
+    from improvement.evaluation.datasets import load_beir
+    from studio.catalogue.shared import normalize_query
+    from studio.models import SharedEvidence
+
+    tiny_collection(tmp_path / "tiny")
+    dataset = load_beir(tmp_path / "tiny", users=4, queries_per_user=1)
+    relevant = loop._training_queries(dataset)
+    spam = next(arm for arm in loop.standard_arms(["click_spam"]) if arm.name == "click_spam")
+    with throwaway_database(), override_settings(STUDIO_INTERLEAVE_FRACTION=1.0):
+        vectors = loop.prepare(dataset, progress=False)
+        ctx = loop.LoopContext(
+            dataset=dataset, query_vectors=vectors, rounds=2, click_model="pbm", eta=1.0, seed=0, progress=False
+        )
+        loop.run_arm(ctx, spam)
+        bots = Session.objects.filter(session_id__startswith="spam-click_spam-")
+        assert bots.count() == 2 * loop.SPAM_VOTERS * len(relevant)
+        assert not ShownResult.objects.filter(session__in=bots, meta__has_key="team").exists()
+        assert ShownResult.objects.filter(session__session_id__startswith="click_spam-r", meta__has_key="team").exists()
+        promoted = SharedEvidence.objects.filter(evidence__gt=0, users__gte=loop.SPAM_VOTERS).select_related("object")
+        relevant_by_query = {normalize_query(dataset.queries[qid]): objects for qid, objects in relevant.items()}
+        assert promoted and {row.query for row in promoted} <= set(relevant_by_query)
+        assert all(row.object.object_id not in relevant_by_query[row.query] for row in promoted)
