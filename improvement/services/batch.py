@@ -1,6 +1,8 @@
 """One claimed batch, in stages: load → plan → adjust → decide → write.
 
-``process_claim`` is the sequence; each stage is a function of the ``_Batch`` it fills in. Only the
+``process_claim`` is the sequence, in two halves: ``load_claim`` (read, plan, embed: no writes, so a run
+may do it for the next batch in a second thread) and ``finish_claim`` (adjust, decide, write). Each stage
+is a function of the ``LoadedBatch`` it fills in. Only the
 write stage writes, in one transaction fenced on the claim's lease (``claims.fence``): a batch
 whose lease was lost writes nothing. The pure parts (what a session teaches, failure isolation,
 ranking metrics) are ``improvement.learning.batch``; the torch adjuster is imported at the first
@@ -70,11 +72,12 @@ class StageClock:
 
 
 @dataclass
-class _Batch:
-    """What the stages of one batch hand each other."""
+class LoadedBatch:
+    """What the stages of one batch hand each other (after ``load_claim``: everything read, nothing written)."""
 
     claim: Claim
     params: AdjusterParams
+    clock: StageClock = field(default_factory=StageClock)
     originals: dict[str, personalization.StoredVectors] = field(default_factory=dict)
     verdicts: dict[int, learning.Verdict] = field(default_factory=dict)  # session pk → how it ends
     candidates: list[learning.Candidate] = field(default_factory=list)  # users' sessions that may teach
@@ -92,27 +95,36 @@ def process_claim(
     *, claim: Claim, params: AdjusterParams, adjust: AdjustFn | None = None, claim_seconds: float = 0.0
 ) -> BatchReport:
     """Read, adjust and write one claimed batch; raises LeaseLost (nothing written) if the lease is gone."""
-    clock = StageClock(claim=claim_seconds)
-    work = _Batch(claim=claim, params=params)
-    with clock("load"):
+    return finish_claim(work=load_claim(claim=claim, params=params, claim_seconds=claim_seconds), adjust=adjust)
+
+
+def load_claim(*, claim: Claim, params: AdjusterParams, claim_seconds: float = 0.0) -> LoadedBatch:
+    """Read everything one claimed batch needs and lay it out for the adjuster; writes nothing."""
+    work = LoadedBatch(claim=claim, params=params, clock=StageClock(claim=claim_seconds))
+    with work.clock("load"):
         _load_and_plan(work)
-    with clock("embed"):
+    with work.clock("embed"):
         _embed_queries(work)
-    with clock("load"):
+    with work.clock("load"):
         _build_problem(work)
+    return work
+
+
+def finish_claim(*, work: LoadedBatch, adjust: AdjustFn | None = None) -> BatchReport:
+    """Adjust, decide and write a loaded batch; raises LeaseLost (nothing written) if the lease is gone."""
     if adjust is None and work.problem.examples:
         adjust = torch_adjuster()  # imported at the first batch with something to adjust, outside its timing
-    with clock("adjust"):
+    with work.clock("adjust"):
         _adjust(work, adjust)
-    with clock("metrics"):
+    with work.clock("metrics"):
         _decide(work)
-    return _write(work, clock)
+    return _write(work, work.clock)
 
 
 # --- load and plan ------------------------------------------------------------------------------
 
 
-def _load_and_plan(work: _Batch) -> None:
+def _load_and_plan(work: LoadedBatch) -> None:
     """Read the sessions, their results and events and the originals; decide which sessions may teach."""
     inputs = selectors.batch_inputs(session_pks=work.claim.session_pks)
     object_ids = sorted({object_id for rows in inputs.shown.values() for _, object_id in rows})
@@ -138,7 +150,7 @@ def _anonymous_verdict(candidate: learning.Candidate) -> learning.Verdict:
     return learning.Verdict(learning.DONE, "shared", f"taught the shared tier {len(candidate.clicked)} click(s)")
 
 
-def _embed_queries(work: _Batch) -> None:
+def _embed_queries(work: LoadedBatch) -> None:
     """Embed the queries registered without a vector (one call), then drop candidates whose query is unusable."""
     work.embedded = _embed_missing(work.candidates, work.verdicts)
     for candidate in work.candidates:
@@ -181,7 +193,7 @@ def _embed_missing(
     return {c.pk: c.query for c in with_text}
 
 
-def _build_problem(work: _Batch) -> None:
+def _build_problem(work: LoadedBatch) -> None:
     """Read the users' current copies of every shown object and lay the batch out for the adjuster."""
     keys = sorted({(c.user_id, work.originals[oid].pk) for c in work.candidates for _, oid in c.shown})
     copies = _decayed(personalization.user_copy_vectors(keys=keys), work.originals)
@@ -203,7 +215,7 @@ def _decayed(copies: dict, originals: dict) -> dict:
 # --- adjust and decide --------------------------------------------------------------------------
 
 
-def _adjust(work: _Batch, adjust: AdjustFn | None) -> None:
+def _adjust(work: LoadedBatch, adjust: AdjustFn | None) -> None:
     """Run the adjuster over the batch, isolating the sessions that make it fail."""
     problem = work.problem
     if not problem.examples:
@@ -219,7 +231,7 @@ def _adjust(work: _Batch, adjust: AdjustFn | None) -> None:
     )
 
 
-def _decide(work: _Batch) -> None:
+def _decide(work: LoadedBatch) -> None:
     """Each candidate's verdict, the vectors to write, and the batch's ranking totals."""
     vectors = work.result.vectors
     # A non-finite vector (an extreme learning rate) fails every session that touched it.
@@ -238,7 +250,7 @@ def _decide(work: _Batch) -> None:
     )
 
 
-def _candidate_verdicts(work: _Batch, diverged: set[int]) -> np.ndarray:
+def _candidate_verdicts(work: LoadedBatch, diverged: set[int]) -> np.ndarray:
     """Set each candidate's verdict after the adjuster; returns which candidates were used."""
     used = np.zeros(len(work.candidates), dtype=bool)
     failures = work.result.failures
@@ -255,7 +267,7 @@ def _candidate_verdicts(work: _Batch, diverged: set[int]) -> np.ndarray:
     return used
 
 
-def _query_matrix(work: _Batch) -> np.ndarray:
+def _query_matrix(work: LoadedBatch) -> np.ndarray:
     if not work.candidates:
         return np.zeros((0, settings.STUDIO_EMBEDDING_DIM), dtype=np.float32)
     return np.stack([c.query for c in work.candidates]).astype(np.float32)
@@ -278,7 +290,7 @@ WHERE a.session_id = v.id AND a.run_id = %(run)s AND a.outcome = 'processing'
 """
 
 
-def _write(work: _Batch, clock: StageClock) -> BatchReport:
+def _write(work: LoadedBatch, clock: StageClock) -> BatchReport:
     """One transaction, fenced on the lease: copies, embedded queries, sessions and attempts, run counts."""
     claim = work.claim
     with transaction.atomic(), connection.cursor() as cursor:
@@ -305,7 +317,7 @@ def _write(work: _Batch, clock: StageClock) -> BatchReport:
     return report
 
 
-def _original_versions(work: _Batch) -> dict[int, object]:
+def _original_versions(work: LoadedBatch) -> dict[int, object]:
     """The ``updated_at`` of every original whose copy this batch would write, as read at load."""
     problem = work.problem
     keys = (problem.keys[problem.adjusted_keys[i]] for i in work.written)
@@ -313,7 +325,7 @@ def _original_versions(work: _Batch) -> dict[int, object]:
     return {pk: by_pk[pk] for _user, pk in keys}
 
 
-def _copy_writes(work: _Batch, *, gone_users: set[str], replaced: set[int]) -> list[personalization.CopyWrite]:
+def _copy_writes(work: LoadedBatch, *, gone_users: set[str], replaced: set[int]) -> list[personalization.CopyWrite]:
     """The copies to write; none for a user deleted during the run (they are to be forgotten), none learned
     from an original that was re-upserted or deleted since the batch read it (its vectors are not ours)."""
     problem = work.problem
@@ -335,7 +347,7 @@ def _copy_writes(work: _Batch, *, gone_users: set[str], replaced: set[int]) -> l
     return writes
 
 
-def _shared_votes(work: _Batch, *, present: set[int], gone_users: set) -> dict:
+def _shared_votes(work: LoadedBatch, *, present: set[int], gone_users: set) -> dict:
     """The shared tier's votes of this batch: every session that taught (users' and anonymous ones) with a
     query text, still present and not of a user deleted during the run."""
     if not shared.shared_tier_on():
@@ -386,7 +398,7 @@ def _report(claim: Claim, finals: list, *, vanished: list[int], personalized: in
     )
 
 
-def _batch_totals(work: _Batch, report: BatchReport, drifts: np.ndarray) -> RunTotals:
+def _batch_totals(work: LoadedBatch, report: BatchReport, drifts: np.ndarray) -> RunTotals:
     """The batch's contribution to its run's totals: ranking sums, losses, drifts, failures, stage times."""
     totals = work.totals
     totals.adjusted_sessions = int(work.used.sum())

@@ -54,6 +54,7 @@ class Claim:
     users: dict[int, str | None]  # session pk → user_id (None: anonymous, teaches the shared tier only)
     lease_until: datetime
     claimed_at: datetime
+    retried: bool = False  # holds a session given back after a crash: it may be what crashed
 
 
 # Claims whose lease ran out, and claims of runs whose worker went silent (no heartbeat for the grace
@@ -134,10 +135,10 @@ WITH busy AS (
     SELECT DISTINCT user_id FROM clickstream_session
     WHERE improvement_status = 'processing' AND user_id IS NOT NULL
 ), picked AS (
-    SELECT id FROM clickstream_session
+    SELECT id, attempts FROM clickstream_session
     WHERE {READY_SESSION_SQL}
       AND (%(user)s::text IS NULL OR user_id = %(user)s)
-      AND (attempts > 0 AND attempts + 1 >= %(max_attempts)s) = %(last_attempt)s
+      AND (%(fresh_only)s OR (attempts > 0 AND attempts + 1 >= %(max_attempts)s) = %(last_attempt)s)
       AND (user_id IS NULL OR user_id NOT IN (SELECT user_id FROM busy))
     ORDER BY received_at
     LIMIT %(limit)s
@@ -145,12 +146,14 @@ WITH busy AS (
 ), claimed AS (
     UPDATE clickstream_session s SET improvement_status = 'processing', lease_until = %(lease)s
     FROM picked WHERE s.id = picked.id
-    RETURNING s.id, s.user_id
+      -- fresh_only: nothing, if a session given back after a crash is next in line (see _claim_rows)
+      AND NOT (%(fresh_only)s AND EXISTS (SELECT 1 FROM picked WHERE attempts > 0))
+    RETURNING s.id, s.user_id, s.attempts
 ), recorded AS (
     INSERT INTO improvement_improvementattempt (session_id, user_id, run_id, claimed_at, lease_until, outcome, detail)
     SELECT id, coalesce(user_id, ''), %(run)s, %(now)s, %(lease)s, 'processing', '' FROM claimed
 )
-SELECT id, user_id FROM claimed ORDER BY id
+SELECT id, user_id, attempts FROM claimed ORDER BY id
 """
 
 
@@ -161,9 +164,12 @@ def claim_batch(
     batch_size: int | None = None,
     lease_seconds: int | None = None,
     user_id: str | None = None,
+    fresh_only: bool = False,
 ) -> Claim | None:
     """Claim up to ``batch_size`` ready sessions of users no other run holds; None when none is ready.
-    ``user_id`` limits the claim to that user's sessions (the demo page's "Improve now").
+    ``user_id`` limits the claim to that user's sessions (the demo page's "Improve now"). ``fresh_only``
+    (a claim made while another batch of the run is in flight): None as well when a session given back
+    after a crash is next in line, so that such sessions are claimed only with nothing else in flight.
 
     See the module docstring for why claimers are serialized and users are claimed whole.
     """
@@ -184,27 +190,32 @@ def claim_batch(
             "now": now,
             "user": user_id,
             "max_attempts": settings.IMPROVEMENT_MAX_ATTEMPTS,
+            "fresh_only": fresh_only,
         }
         rows = _claim_rows(cursor, params, batch_size or settings.IMPROVEMENT_BATCH_SIZE)
     if not rows:
         return None
-    pks = [int(pk) for pk, _ in rows]
+    pks = [int(pk) for pk, _, _ in rows]
     return Claim(
         run_id=run_id,
         session_pks=pks,
-        users=dict(zip(pks, (u for _, u in rows), strict=True)),
+        users=dict(zip(pks, (u for _, u, _ in rows), strict=True)),
         lease_until=lease_until,
         claimed_at=now,
+        retried=any(attempts > 0 for _, _, attempts in rows),
     )
 
 
-def _claim_rows(cursor, params: dict, batch_size: int) -> list[tuple[int, str]]:
+def _claim_rows(cursor, params: dict, batch_size: int) -> list[tuple[int, str, int]]:
     # A session given back after a crash may be what crashed its batch. Its first retries go with a
     # batch again (one crash costs one redo, and the redone batch learns exactly what the lost one
     # would have); on its last attempt it is claimed alone, so a poison session fails by itself
-    # after IMPROVEMENT_MAX_ATTEMPTS and its batch-mates are learned.
-    cursor.execute(_CLAIM, {**params, "last_attempt": True, "limit": 1})
-    rows = cursor.fetchall()
+    # after IMPROVEMENT_MAX_ATTEMPTS and its batch-mates are learned. A claim made while another batch
+    # is in flight (fresh_only) takes none of them: a crash then would also cost that batch an attempt.
+    rows = []
+    if not params["fresh_only"]:
+        cursor.execute(_CLAIM, {**params, "last_attempt": True, "limit": 1})
+        rows = cursor.fetchall()
     if not rows:
         cursor.execute(_CLAIM, {**params, "last_attempt": False, "limit": batch_size})
         rows = cursor.fetchall()

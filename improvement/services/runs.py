@@ -15,23 +15,17 @@ from datetime import datetime, timedelta
 
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
-from django.db import InterfaceError, OperationalError, transaction
+from django.db import InterfaceError, OperationalError, connection, transaction
 from django.utils import timezone
 
 from improvement import selectors
 from improvement.learning.params import AdjusterParams
 from improvement.models import ImprovementRun, RunStatus, RunTrigger
-from improvement.services.batch import AdjustFn, gc_paused, process_claim
-from improvement.services.claims import (
-    Claim,
-    LeaseLost,
-    claim_batch,
-    fail_lost_runs,
-    release_claim,
-    release_run_claims,
-)
+from improvement.services.batch import AdjustFn, LoadedBatch, finish_claim, gc_paused
+from improvement.services.claims import LeaseLost, claim_batch, fail_lost_runs, release_run_claims
 from improvement.services.heartbeat import heartbeat, worker_identity
 from improvement.services.metrics import BatchReport, count_on_run
+from improvement.services.reader import BatchReader, release_quietly
 from studio.catalogue import personalization
 from studio.core.errors import DomainError
 
@@ -241,45 +235,51 @@ class _Scope:
 
 
 def _run_batches(scope: _Scope, progress: Callable[[BatchReport], None] | None) -> str:
-    """Claim and process batches until none is ready (returns "") or the time budget is spent (a note)."""
+    """Claim and process batches until none is ready (returns "") or the time budget or the session limit is
+    spent (a note). The next batch is claimed and read while the current one adjusts and writes (``reader``)."""
     started = time.perf_counter()
     budget = settings.IMPROVEMENT_TIME_LIMIT_SECONDS * TIME_BUDGET_FRACTION
-    left = scope.session_limit
-    while time.perf_counter() - started <= budget:
-        if left is not None and left <= 0:
-            return f"stopped at its limit of {scope.session_limit} sessions; the rest waits for the next run"
-        mark = time.perf_counter()
-        batch_size = settings.IMPROVEMENT_BATCH_SIZE if left is None else min(left, settings.IMPROVEMENT_BATCH_SIZE)
-        claim = claim_batch(
-            run_id=scope.run_id, received_before=scope.received_before, user_id=scope.user_id, batch_size=batch_size
-        )
-        if claim is None:
-            return ""
-        left = None if left is None else left - len(claim.session_pks)
-        report = _process_or_release(scope, claim, claim_seconds=time.perf_counter() - mark)
-        if report is not None and progress is not None:
-            progress(report)
-    return "stopped claiming at the time budget; the rest waits for the next run"
+    reader = BatchReader(
+        claim=lambda size, fresh_only: claim_batch(
+            run_id=scope.run_id,
+            received_before=scope.received_before,
+            user_id=scope.user_id,
+            batch_size=size,
+            fresh_only=fresh_only,
+        ),
+        params=scope.params,
+        batch_size=settings.IMPROVEMENT_BATCH_SIZE,
+        session_limit=scope.session_limit,
+        # A second thread has its own connection: it cannot see what an enclosing transaction has not committed.
+        read_ahead=settings.IMPROVEMENT_READ_AHEAD and not connection.in_atomic_block,
+    )
+    try:
+        while (work := reader.next_batch()) is not None:
+            within_budget = time.perf_counter() - started <= budget
+            if within_budget:
+                reader.read_ahead(current=work)
+            report = _finish_or_release(scope, work)
+            if report is not None and progress is not None:
+                progress(report)
+            if not within_budget:
+                return "stopped claiming at the time budget; the rest waits for the next run"
+    finally:
+        reader.close(run_id=scope.run_id)
+    if reader.limit_reached:
+        return f"stopped at its limit of {scope.session_limit} sessions; the rest waits for the next run"
+    return ""
 
 
-def _process_or_release(scope: _Scope, claim: Claim, *, claim_seconds: float) -> BatchReport | None:
-    """Process one claim; None when its lease was lost (nothing written); gives it back on any error."""
+def _finish_or_release(scope: _Scope, work: LoadedBatch) -> BatchReport | None:
+    """Adjust and write one loaded batch; None when its lease was lost (nothing written); gives it back on any error."""
+    claim = work.claim
     try:
         with gc_paused():
-            return process_claim(claim=claim, params=scope.params, adjust=scope.adjust, claim_seconds=claim_seconds)
+            return finish_claim(work=work, adjust=scope.adjust)
     except LeaseLost as exc:
         logger.warning("run %s: batch of %d sessions dropped: %s", scope.run_id, len(claim.session_pks), exc)
         count_on_run(run_id=scope.run_id, name="lease_lost_batches")
         return None
     except BaseException as exc:
-        _release_quietly(claim, exc)
+        release_quietly(claim, exc)
         raise
-
-
-def _release_quietly(claim: Claim, exc: BaseException) -> None:
-    """Give a batch back after an error; if the database is gone too, its lease expires instead."""
-    try:
-        release_claim(claim=claim, reason=f"its run stopped: {type(exc).__name__}: {exc}"[:1000])
-        count_on_run(run_id=claim.run_id, name="released_batches")
-    except Exception:  # noqa: BLE001  the reaper returns the batch when its lease runs out
-        logger.warning("run %s: could not give back a batch; its lease will expire", claim.run_id, exc_info=True)

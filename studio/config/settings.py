@@ -247,6 +247,8 @@ CLICKSTREAM_RETENTION_DAYS = env.int("CLICKSTREAM_RETENTION_DAYS", default=90)
 IMPROVEMENT_INTERVAL_SECONDS = env.int("IMPROVEMENT_INTERVAL_SECONDS", default=60)
 IMPROVEMENT_SETTLE_SECONDS = env.int("IMPROVEMENT_SETTLE_SECONDS", default=60)
 IMPROVEMENT_BATCH_SIZE = env.int("IMPROVEMENT_BATCH_SIZE", default=2000)
+# Claim and read the next batch in a second thread while the current one adjusts and writes.
+IMPROVEMENT_READ_AHEAD = env.bool("IMPROVEMENT_READ_AHEAD", default=True)
 IMPROVEMENT_LEASE_SECONDS = env.int("IMPROVEMENT_LEASE_SECONDS", default=300)
 # A run's worker heartbeats into its row; silent this long, its claims are released and the run failed
 # (without waiting for the lease). It beats every sixth of this (at least every second).

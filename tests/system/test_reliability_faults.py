@@ -53,7 +53,7 @@ def install_fault(spec: str) -> None:
     """Wrap the pipeline step named by ``spec`` (see the module docstring) to SIGKILL this process."""
     from clickstream.models import Session
     from improvement.learning import batch
-    from improvement.services import runs
+    from improvement.services import reader, runs
     from studio.catalogue import personalization
 
     stage, _, marker = spec.partition(":")
@@ -97,14 +97,14 @@ def install_fault(spec: str) -> None:
 
         runs.claim_batch = claiming_then_stalling
     elif stage == "poison":
-        process_claim = runs.process_claim
+        load_claim = reader.load_claim
 
         def dying_on_poison(*, claim, **kwargs):
             if Session.objects.filter(pk__in=claim.session_pks, search_query=POISON_QUERY).exists():
                 os.kill(os.getpid(), signal.SIGKILL)
-            return process_claim(claim=claim, **kwargs)
+            return load_claim(claim=claim, **kwargs)
 
-        runs.process_claim = dying_on_poison
+        reader.load_claim = dying_on_poison
     else:
         raise ValueError(f"{FAULT_ENV}: unknown stage {stage!r}")
 

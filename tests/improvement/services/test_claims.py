@@ -38,6 +38,24 @@ def test_claim_takes_whole_users_and_records_attempts(world):
     assert {s.lease_until for s in held if s.user_id != "u1"} == {second.lease_until}
 
 
+def test_a_claim_beside_a_batch_in_flight_leaves_a_session_given_back_after_a_crash_for_later(world):
+    """Read-ahead claims (``fresh_only``) come back empty while such a session is next in line: a poison session
+    that kills the process must not take a batch in flight with it."""
+    shown = list(world["vectors"])[:2]
+    click(register(user_id="crashed", shown=shown, query_vector=world["query"]), shown[0])
+    run = services.create_run(trigger=RunTrigger.COMMAND)
+    services.release_claim(claim=services.claim_batch(run_id=run.pk, received_before=later()), reason="crash")
+    click(register(user_id="fresh", shown=shown, query_vector=world["query"]), shown[0])
+    assert services.claim_batch(run_id=run.pk, received_before=later(), fresh_only=True) is None
+    claim = services.claim_batch(run_id=run.pk, received_before=later())
+    assert claim.retried and sorted(claim.users.values()) == ["crashed", "fresh"]
+    services.release_claim(claim=claim, reason="crash again")
+    click(register(user_id="newer", shown=shown, query_vector=world["query"]), shown[0])
+    Session.objects.filter(user_id__in=["crashed", "fresh"]).update(improvement_status="done")
+    fresh = services.claim_batch(run_id=run.pk, received_before=later(), fresh_only=True)
+    assert not fresh.retried and list(fresh.users.values()) == ["newer"]
+
+
 def test_unsettled_sessions_are_not_claimed_and_anonymous_ones_are(world, settings):
     shown = list(world["vectors"])[:2]
     click(register(user_id="u", shown=shown, query_vector=world["query"]), shown[0])

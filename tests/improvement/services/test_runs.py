@@ -16,11 +16,15 @@ from tests.improvement.support import (
     assert_same_parts,
     click,
     later,
+    load_catalogue,
+    near,
     original_parts,
     ranking,
     register,
     run_improvement,
+    unit,
 )
+from tests.support import wait_for
 
 
 @pytest.fixture(params=["pairwise", "seed"])
@@ -130,3 +134,57 @@ def test_a_run_that_cannot_start_is_marked_failed_not_left_queued(db):
     run.refresh_from_db()
     assert run.status == RunStatus.FAILED
     assert run.error.startswith("could not start")
+
+
+# --- read-ahead: the next batch is claimed and read in a second thread (needs committed rows) ---------------
+
+
+@pytest.fixture
+def committed_world(transactional_db, settled):
+    """The ``world`` catalogue, committed, with batches of two sessions so that a run has several."""
+    settled.IMPROVEMENT_BATCH_SIZE = 2
+    settled.IMPROVEMENT_READ_AHEAD = True
+    rng = np.random.default_rng(7)
+    query = unit(rng)[0]
+    load_catalogue({f"o{i}": near(rng, query, 0.05 + 0.02 * i) for i in range(6)})
+    return query
+
+
+def test_read_ahead_processes_every_batch_once_even_when_one_user_fills_several(committed_world):
+    """Claims skip users whose batch is in flight, so a read-ahead claim can come back empty while that user
+    still has sessions: the run must claim again after the write instead of ending early."""
+    order = ranking(committed_world, None)
+    for _ in range(5):
+        click(register(user_id="solo", shown=order, query_vector=committed_world), order[3])
+    run = run_improvement()
+    assert (run.status, run.claimed, run.used) == (RunStatus.SUCCEEDED, 5, 5)
+    assert set(Session.objects.values_list("improvement_status", flat=True)) == {"done"}
+    assert ImprovementAttempt.objects.filter(outcome=AttemptOutcome.DONE).count() == 5
+    assert set(PersonalizedObject.objects.values_list("user_id", flat=True)) == {"solo"}
+
+
+def test_a_failing_batch_also_gives_back_the_batch_read_ahead(committed_world):
+    order = ranking(committed_world, None)
+    for n in range(4):
+        click(register(user_id=f"u{n}", shown=order, query_vector=committed_world), order[3])
+
+    def broken_once_the_next_batch_is_claimed(**kwargs):
+        wait_for(lambda: ImprovementAttempt.objects.count() == 4, timeout=30, what="the read-ahead claim")
+        raise KeyboardInterrupt
+
+    run = services.create_run(trigger=RunTrigger.COMMAND)
+    with pytest.raises(KeyboardInterrupt):
+        services.execute_run(run_id=run.pk, adjust=broken_once_the_next_batch_is_claimed)
+    assert set(Session.objects.values_list("improvement_status", flat=True)) == {"pending"}
+    assert set(ImprovementAttempt.objects.values_list("outcome", flat=True)) == {AttemptOutcome.RELEASED}
+    assert ImprovementAttempt.objects.count() == 4  # both batches were claimed: the second one ahead
+    assert run_improvement().used == 4
+
+
+def test_a_session_limit_holds_with_read_ahead(committed_world):
+    order = ranking(committed_world, None)
+    for n in range(5):
+        click(register(user_id=f"u{n}", shown=order, query_vector=committed_world), order[3])
+    run = services.execute_run(run_id=services.create_run(trigger=RunTrigger.COMMAND).pk, session_limit=3)
+    assert run.claimed == 3 and "limit of 3 sessions" in run.error
+    assert Session.objects.filter(improvement_status="pending").count() == 2
