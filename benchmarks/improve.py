@@ -16,7 +16,7 @@ and the adjuster is timed once more on exactly the inputs of the last measured r
 idle), which separates the pipeline's own cost from the difference in batch shape (per-user copies
 are more distinct parameters than the synthetic batches' shared objects).
 
-    .venv/bin/python benchmarks/improve.py [--quick] [--runs 3] [--profile]
+    .venv/bin/python benchmarks/improve.py [--quick] [--runs 3] [--profile] [--compare-read-ahead]
 
 Targets (docs/architecture.md, "Targets"): e2e ≥ 1,000 sessions/s; e2e / adjuster-only ≥ 0.5.
 Last line: ``{"sessions", "e2e_sessions_per_s", "adjuster_sessions_per_s", "ratio", ...}``.
@@ -169,6 +169,11 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--profile", action="store_true", help="cProfile one extra e2e run (stderr, .prof file)")
     parser.add_argument("--rule", choices=("pairwise", "seed"), default="pairwise", help="IMPROVEMENT_RULE to measure")
+    parser.add_argument(
+        "--compare-read-ahead",
+        action="store_true",
+        help="also time each run with IMPROVEMENT_READ_AHEAD off, in turn with the default runs (same-run ratio)",
+    )
     args = parser.parse_args()
     sessions, objects = (2_000, 20_000) if args.quick else (10_000, 100_000)
 
@@ -185,6 +190,7 @@ def main() -> int:
         django.setup()
         from django.conf import settings
         from django.core.management import call_command
+        from django.test.utils import override_settings
 
         from studio.catalogue import services as catalogue
 
@@ -197,16 +203,21 @@ def main() -> int:
 
         warm = one_run()  # creates the copies (and warms torch); not measured
         print(f"warm-up run: {warm['sessions_per_s']:.0f} sessions/s {warm['stages']}", file=sys.stderr)
-        runs = []
+        runs, serial_runs = [], []
         captured: list = []
         for number in range(args.runs):
-            repend()
-            runs.append(one_run(capture=captured if number == args.runs - 1 else None))
-            print(
-                f"run {number + 1}: {runs[-1]['sessions_per_s']:.0f} sessions/s in {runs[-1]['seconds']:.2f}s, "
-                f"stages {runs[-1]['stages']}",
-                file=sys.stderr,
-            )
+            # Same-run A/B: with --compare-read-ahead a serial run beside each default one, taking turns going first.
+            modes = [True, False] if args.compare_read_ahead else [True]
+            for read_ahead in modes if number % 2 == 0 else modes[::-1]:
+                repend()
+                with override_settings(IMPROVEMENT_READ_AHEAD=read_ahead):
+                    result = one_run(capture=captured if read_ahead and number == args.runs - 1 else None)
+                (runs if read_ahead else serial_runs).append(result)
+                label = "" if read_ahead else " (serial)"
+                print(
+                    f"run {number + 1}{label}: {result['sessions_per_s']:.0f} sessions/s, stages {result['stages']}",
+                    file=sys.stderr,
+                )
         if args.profile:
             repend()
             one_run(profile_to=DATA_DIR.parent / "bench-pipeline.prof")
@@ -252,6 +263,10 @@ def main() -> int:
             ),
             "clicked_rank_before_after": median_run["clicked_rank"],
         }
+        if serial_runs:
+            serial = statistics.median(r["sessions_per_s"] for r in serial_runs)
+            figures["serial_e2e_sessions_per_s"] = round(serial, 1)
+            figures["read_ahead_speedup"] = round(e2e / serial, 3)
     finally:
         from django.db import connections
 
