@@ -62,8 +62,9 @@ class BatchReader:
         if self._pool is not None and not current.claim.retried:
             self._ahead = self._pool.submit(self._read, fresh_only=True)
 
-    def close(self, *, run_id: int) -> None:
-        """Wait for a read in flight and give back what it claimed; close the second thread's connection."""
+    def close(self) -> None:
+        """Wait for a read in flight and give back what it claimed; close the second thread's connection.
+        Never raises: it runs on the way out of a run that may be failing for its own reason."""
         if self._ahead is not None:
             try:
                 loaded = self._ahead.result()
@@ -71,10 +72,12 @@ class BatchReader:
                 loaded = None
             self._ahead = None
             if loaded is not None:
-                release_claim(claim=loaded.claim, reason="its run stopped before processing it; back in the queue")
-                count_on_run(run_id=run_id, name="released_batches")
+                release_quietly(loaded.claim, reason="its run stopped before processing it; back in the queue")
         if self._pool is not None:
-            self._pool.submit(_close_connection).result()  # run in the worker thread: its own connection
+            try:
+                self._pool.submit(_close_connection).result()  # run in the worker thread: its own connection
+            except Exception:  # noqa: BLE001  a connection that is already gone needs no closing
+                logger.debug("could not close the read-ahead thread's connection", exc_info=True)
             self._pool.shutdown()
 
     def _read(self, *, fresh_only: bool = False) -> LoadedBatch | None:
@@ -91,7 +94,7 @@ class BatchReader:
         try:
             return load_claim(claim=claim, params=self._params, claim_seconds=time.perf_counter() - started)
         except BaseException as exc:
-            release_quietly(claim, exc)
+            release_quietly(claim, reason=stopped_by(exc))
             raise
 
 
@@ -100,10 +103,15 @@ def _close_connection() -> None:
     connection.close()
 
 
-def release_quietly(claim: Claim, exc: BaseException) -> None:
+def stopped_by(exc: BaseException) -> str:
+    """Why a batch went back: the error that stopped its run."""
+    return f"its run stopped: {type(exc).__name__}: {exc}"
+
+
+def release_quietly(claim: Claim, *, reason: str) -> None:
     """Give a batch back after an error; if the database is gone too, its lease expires instead."""
     try:
-        release_claim(claim=claim, reason=f"its run stopped: {type(exc).__name__}: {exc}"[:1000])
+        release_claim(claim=claim, reason=reason[:1000])
         count_on_run(run_id=claim.run_id, name="released_batches")
     except Exception:  # noqa: BLE001  the reaper returns the batch when its lease runs out
         logger.warning("run %s: could not give back a batch; its lease will expire", claim.run_id, exc_info=True)

@@ -25,7 +25,7 @@ from improvement.services.batch import AdjustFn, LoadedBatch, finish_claim, gc_p
 from improvement.services.claims import LeaseLost, claim_batch, fail_lost_runs, release_run_claims
 from improvement.services.heartbeat import heartbeat, worker_identity
 from improvement.services.metrics import BatchReport, count_on_run
-from improvement.services.reader import BatchReader, release_quietly
+from improvement.services.reader import BatchReader, release_quietly, stopped_by
 from studio.catalogue import personalization
 from studio.core.errors import DomainError
 
@@ -264,7 +264,7 @@ def _run_batches(scope: _Scope, progress: Callable[[BatchReport], None] | None) 
             if not within_budget:
                 return "stopped claiming at the time budget; the rest waits for the next run"
     finally:
-        reader.close(run_id=scope.run_id)
+        reader.close()
     if reader.limit_reached:
         return f"stopped at its limit of {scope.session_limit} sessions; the rest waits for the next run"
     return ""
@@ -281,5 +281,5 @@ def _finish_or_release(scope: _Scope, work: LoadedBatch) -> BatchReport | None:
         count_on_run(run_id=scope.run_id, name="lease_lost_batches")
         return None
     except BaseException as exc:
-        release_quietly(claim, exc)
+        release_quietly(claim, reason=stopped_by(exc))
         raise
