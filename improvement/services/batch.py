@@ -118,7 +118,7 @@ def finish_claim(*, work: LoadedBatch, adjust: AdjustFn | None = None) -> BatchR
         _adjust(work, adjust)
     with work.clock("metrics"):
         _decide(work)
-    return _write(work, work.clock)
+    return _write(work)
 
 
 # --- load and plan ------------------------------------------------------------------------------
@@ -290,11 +290,11 @@ WHERE a.session_id = v.id AND a.run_id = %(run)s AND a.outcome = 'processing'
 """
 
 
-def _write(work: LoadedBatch, clock: StageClock) -> BatchReport:
+def _write(work: LoadedBatch) -> BatchReport:
     """One transaction, fenced on the lease: copies, embedded queries, sessions and attempts, run counts."""
     claim = work.claim
     with transaction.atomic(), connection.cursor() as cursor:
-        with clock("write"):
+        with work.clock("write"):
             present = fence(cursor, claim)
             vanished = [pk for pk in claim.session_pks if pk not in present]
             replaced = personalization.changed_originals(cursor, versions=_original_versions(work))
@@ -312,7 +312,7 @@ def _write(work: LoadedBatch, clock: StageClock) -> BatchReport:
             )
             finals = [(pk, work.verdicts[pk]) for pk in claim.session_pks if pk in present]
             _finish_sessions(cursor, claim=claim, finals=finals, vanished=vanished)
-        report = _report(claim, finals, vanished=vanished, personalized=len(writes), seconds=clock.seconds)
+        report = _report(claim, finals, vanished=vanished, personalized=len(writes), seconds=work.clock.seconds)
         record_batch(run_id=claim.run_id, report=report, totals=_batch_totals(work, report, written.drifts))
     return report
 

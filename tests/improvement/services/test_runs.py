@@ -4,8 +4,11 @@ work. (Claims are in test_claims, batches in test_batch, the Celery worker tests
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
+from django.test.utils import override_settings
 
 from clickstream.models import Session
 from improvement import services
@@ -188,3 +191,26 @@ def test_a_session_limit_holds_with_read_ahead(committed_world):
     run = services.execute_run(run_id=services.create_run(trigger=RunTrigger.COMMAND).pk, session_limit=3)
     assert run.claimed == 3 and "limit of 3 sessions" in run.error
     assert Session.objects.filter(improvement_status="pending").count() == 2
+
+
+def test_no_batch_is_read_ahead_beside_one_holding_a_session_given_back_after_a_crash(committed_world):
+    """If that session crashes the process again, a batch read ahead beside it would pay an attempt too."""
+    from improvement.learning.adjuster import adjust
+
+    order = ranking(committed_world, None)
+    crashed_run = services.create_run(trigger=RunTrigger.COMMAND)
+    click(register(user_id="crashed", shown=order, query_vector=committed_world), order[3])
+    services.release_claim(claim=services.claim_batch(run_id=crashed_run.pk, received_before=later()), reason="crash")
+    click(register(user_id="fresh", shown=order, query_vector=committed_world), order[3])
+    claimed_while_retried_batch_adjusts = []
+
+    def watching(**kwargs):
+        if not claimed_while_retried_batch_adjusts:
+            time.sleep(1.0)  # time for a read-ahead claim, were one started
+            fresh_claims = ImprovementAttempt.objects.filter(session__user_id="fresh").count()
+            claimed_while_retried_batch_adjusts.append(fresh_claims)
+        return adjust(**kwargs)
+
+    with override_settings(IMPROVEMENT_BATCH_SIZE=1):
+        run = services.execute_run(run_id=services.create_run(trigger=RunTrigger.COMMAND).pk, adjust=watching)
+    assert run.used == 2 and claimed_while_retried_batch_adjusts == [0]
