@@ -31,6 +31,7 @@ from improvement.models import AttemptOutcome
 from improvement.services.claims import Claim, fence
 from improvement.services.metrics import BatchReport, record_batch
 from studio.catalogue import embedding, personalization, shared
+from studio.core.vectors import vector_literal
 
 AdjustFn = learning.AdjustFn
 
@@ -306,7 +307,11 @@ def _write(work: LoadedBatch) -> BatchReport:
 
                 set_query_vectors(vectors=stored)
             written = personalization.write_copies(copies=writes, run_id=claim.run_id)
-            shared.record_votes(votes=_shared_votes(work, present=present, gone_users=gone))
+            teachers = _shared_teachers(work, present=present, gone_users=gone)
+            pk_of = {object_id: stored.pk for object_id, stored in work.originals.items()}
+            shared.record_votes(
+                votes=_shared_votes(teachers, pk_of=pk_of), query_vectors=_shared_query_vectors(teachers)
+            )
             personalization.evict_beyond_cap(
                 user_ids=[w.user_id for w in writes], cap=settings.IMPROVEMENT_MAX_COPIES_PER_USER
             )
@@ -347,12 +352,23 @@ def _copy_writes(work: LoadedBatch, *, gone_users: set[str], replaced: set[int])
     return writes
 
 
-def _shared_votes(work: LoadedBatch, *, present: set[int], gone_users: set) -> dict:
-    """The shared tier's votes of this batch: every session that taught (users' and anonymous ones) with a
-    query text, still present and not of a user deleted during the run."""
+def _shared_teachers(work: LoadedBatch, *, present: set[int], gone_users: set) -> list[learning.Candidate]:
+    """The sessions that teach the shared tier in this batch: every one that taught (users' and anonymous
+    ones) with a query text, still present and not of a user deleted during the run; none with the tier off."""
     if not shared.shared_tier_on():
-        return {}
-    pk_of = {object_id: stored.pk for object_id, stored in work.originals.items()}
+        return []
+    return [
+        c
+        for c in (*work.candidates, *work.anonymous)
+        if c.pk in present
+        and c.user_id not in gone_users
+        and work.verdicts[c.pk].status == learning.DONE
+        and shared.normalize_query(c.text)
+    ]
+
+
+def _shared_votes(teachers: list[learning.Candidate], *, pk_of: dict) -> dict:
+    """The shared tier's votes of these sessions (one per voter, query and object)."""
     evidence = [
         shared.SessionEvidence(
             voter=shared.voter_of(user_id=c.user_id, session_pk=c.pk),
@@ -360,10 +376,18 @@ def _shared_votes(work: LoadedBatch, *, present: set[int], gone_users: set) -> d
             clicked=[pk_of[oid] for oid in c.clicked],
             skipped=[pk_of[oid] for oid in c.negatives],
         )
-        for c in (*work.candidates, *work.anonymous)
-        if c.pk in present and c.user_id not in gone_users and work.verdicts[c.pk].status == learning.DONE
+        for c in teachers
     ]
     return shared.votes_from_sessions(evidence, skip_weight=settings.IMPROVEMENT_SHARED_SKIP_WEIGHT)
+
+
+def _shared_query_vectors(teachers: list[learning.Candidate]) -> dict[str, str]:
+    """Per normalized query, the vector of a session that taught it (the last one with a usable vector)."""
+    return {
+        shared.normalize_query(c.text): vector_literal(c.query)
+        for c in teachers
+        if c.query is not None and np.isfinite(c.query).all() and np.any(c.query)
+    }
 
 
 def _finish_sessions(cursor, *, claim: Claim, finals: list, vanished: list[int]) -> None:

@@ -175,6 +175,9 @@ class SharedQueryAdmin(admin.ModelAdmin):
     list_per_page = 50
     actions = ["reset_queries"]
 
+    def get_queryset(self, request):
+        return super().get_queryset(request).defer("vector")  # the list never shows the query's vector
+
     @admin.display(description="objects (offset in distance units; applied once users ≥ IMPROVEMENT_SHARED_MIN_USERS)")
     def taught_objects(self, query: SharedQuery) -> str:
         rows = shared.query_offsets(query=query.query, limit=100)

@@ -9,7 +9,7 @@ from django.conf import settings
 from django.contrib.postgres.indexes import GinIndex
 from django.db import models
 from django.db.models import Q
-from pgvector.django import HalfVectorField, VectorField
+from pgvector.django import HalfVectorField, HnswIndex, VectorField
 
 
 class Object(models.Model):
@@ -106,6 +106,24 @@ class SharedQuery(models.Model):
     query = models.TextField(unique=True, help_text="Lowercased, trimmed, whitespace-collapsed query text.")
     voters = models.PositiveIntegerField(default=0, help_text="Distinct users (or anonymous sessions) who taught it.")
     updated_at = models.DateTimeField()
+    vector = VectorField(
+        dimensions=settings.STUDIO_EMBEDDING_DIM,
+        null=True,
+        blank=True,
+        help_text="The query's vector, from a session that taught it: a similar query not seen verbatim borrows "
+        "this query's offsets (IMPROVEMENT_SHARED_BORROW_SIMILARITY).",
+    )
+
+    class Meta:
+        indexes = [
+            HnswIndex(
+                name="sharedquery_vector_hnsw",
+                fields=["vector"],
+                opclasses=["vector_cosine_ops"],
+                m=16,
+                ef_construction=64,
+            )
+        ]
 
     def __str__(self) -> str:
         return self.query

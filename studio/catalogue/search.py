@@ -33,6 +33,7 @@ from studio.catalogue import embedding, interleaving, ranking_switch
 from studio.catalogue import shared as shared_tier
 from studio.core import db
 from studio.core.errors import DomainError
+from studio.core.vectors import vector_literal
 
 METRIC_OPERATORS = {"cosine": "<=>", "dot": "<#>", "euclid": "<->"}
 
@@ -79,11 +80,6 @@ def score_from_distance(distance: float, *, metric: str | None = None) -> float:
     """The similarity shown to clients: cos for cosine, q·p for dot, −L2 for euclid."""
     metric = metric or settings.STUDIO_METRIC
     return 1.0 - distance if metric == "cosine" else -distance
-
-
-def vector_literal(vector: Sequence[float]) -> str:
-    """pgvector's text form of a vector, sent as a bound parameter (never formatted into SQL)."""
-    return "[" + ",".join(repr(float(x)) for x in vector) + "]"
 
 
 _estimate_cache: tuple[float, int, int] | None = None  # (read at monotonic time, objects, parts)
@@ -211,7 +207,7 @@ def _shared_fragment(*, op: str, shared: bool, filtered: bool) -> tuple[str, str
     if not shared:
         return "", "", "SELECT oid, d, personalized, NULL::float8 AS off FROM ranked"
     offsets = f"""
-        offsets AS MATERIALIZED ({shared_tier.OFFSETS_SQL}),"""
+        offsets AS MATERIALIZED ({shared_tier.offsets_sql(borrow=shared_tier.borrowing_on())}),"""
     promoted = f"""
             UNION ALL
             SELECT s.oid, (SELECT min(p.vector {op} %(q)s::vector) FROM studio_objectpart p WHERE p.object_id = s.oid),

@@ -10,7 +10,10 @@ without them. Search turns evidence into a bounded score offset (``offset_sql``)
     offset(q, o) = clamp(weight · max_offset · evidence(q, o) / (voters(q) + 1), ±max_offset) · 0.5^(age / half-life)
 
 applied only where at least ``IMPROVEMENT_SHARED_MIN_USERS`` distinct voters taught (q, o), so nobody
-can read one user's clicks off the shared ranking. Writers of one query are serialized by a
+can read one user's clicks off the shared ranking. A text query the tier has not seen verbatim borrows the
+offsets of the most similar query it has (cosine ≥ ``IMPROVEMENT_SHARED_BORROW_SIMILARITY``), scaled by that
+similarity: "space adventures" learns from "space adventure". Each query keeps the vector of a session that
+taught it for this. Writers of one query are serialized by a
 transaction-scoped advisory lock per query: two runs never update the same (query, object) at once.
 """
 
@@ -122,9 +125,18 @@ def _half_life_seconds() -> float:
     return days * 86400.0 if days > 0 else float("inf")
 
 
-def record_votes(*, votes: dict[tuple[str, int, str], float]) -> int:
+_SET_QUERY_VECTORS = """
+UPDATE studio_sharedquery s SET vector = k.vector::vector
+FROM unnest(%(queries)s::text[], %(vectors)s::text[]) AS k(query, vector)
+WHERE s.query = k.query AND s.vector IS NULL
+"""
+
+
+def record_votes(*, votes: dict[tuple[str, int, str], float], query_vectors: dict[str, str] | None = None) -> int:
     """Add these votes (``votes_from_sessions``) and refresh what derives from them; in the caller's
-    transaction (an improvement batch's write). Returns how many (query, object, voter) votes were cast."""
+    transaction (an improvement batch's write). ``query_vectors`` (normalized query → vector literal, from
+    sessions that taught it) gives a query that has none its vector, for borrowing. Returns how many
+    (query, object, voter) votes were cast."""
     if not votes:
         return 0
     keys = sorted(votes)
@@ -144,6 +156,9 @@ def record_votes(*, votes: dict[tuple[str, int, str], float]) -> int:
             },
         )
         _refresh(cursor, queries=queries, objects=objects)
+        if query_vectors:
+            named = sorted(query_vectors)
+            cursor.execute(_SET_QUERY_VECTORS, {"queries": named, "vectors": [query_vectors[q] for q in named]})
     return len(keys)
 
 
@@ -185,19 +200,48 @@ def shared_tier_on() -> bool:
     return settings.IMPROVEMENT_SHARED_WEIGHT > 0
 
 
-# The offsets of one query, as search applies them (bound parameters: shared_query, shared_weight,
-# shared_max, shared_min_users, shared_half_life).
-OFFSETS_SQL = """
-    SELECT e.object_id AS oid,
-           greatest(-%(shared_max)s, least(%(shared_max)s,
-               %(shared_weight)s * %(shared_max)s * e.evidence / (sq.voters + 1)))
-           * power(0.5, greatest(extract(epoch FROM now() - e.updated_at), 0) / %(shared_half_life)s) AS off
-    FROM studio_sharedevidence e JOIN studio_sharedquery sq ON sq.query = e.query
-    WHERE e.query = %(shared_query)s AND e.users >= %(shared_min_users)s AND e.evidence <> 0
+def borrowing_on() -> bool:
+    """Whether a text query not seen verbatim borrows a similar query's offsets
+    (``IMPROVEMENT_SHARED_BORROW_SIMILARITY`` set)."""
+    return settings.IMPROVEMENT_SHARED_BORROW_SIMILARITY is not None
+
+
+# Whose offsets a search applies, and at what weight: the query itself, at 1.
+_EXACT_KEY = "SELECT %(shared_query)s::text AS query, 1.0::float8 AS w"
+# With borrowing: the query itself when the shared tier knows it; else the most similar taught query (through
+# the HNSW index on the queries' vectors) at or above the similarity, scaled by it. Only a query enough voters
+# taught can lend, and NaN (a zero query vector) never passes.
+_BORROWED_KEY = """
+    SELECT query, w FROM (
+        SELECT %(shared_query)s::text AS query, 1.0::float8 AS w
+        WHERE EXISTS (SELECT 1 FROM studio_sharedquery WHERE query = %(shared_query)s)
+        UNION ALL
+        (SELECT query, 1.0 - (vector <=> %(q)s::vector) FROM studio_sharedquery
+         WHERE vector IS NOT NULL AND voters >= %(shared_min_users)s
+           AND NOT EXISTS (SELECT 1 FROM studio_sharedquery WHERE query = %(shared_query)s)
+         ORDER BY vector <=> %(q)s::vector LIMIT 1)
+    ) AS k WHERE k.w <> 'NaN'::float8 AND k.w >= %(shared_borrow)s
 """
 
+
+def offsets_sql(*, borrow: bool) -> str:
+    """The offsets of one query, as search applies them (bound parameters: ``offset_params`` and, to borrow,
+    the query vector ``q``)."""
+    key = _BORROWED_KEY if borrow else _EXACT_KEY
+    return f"""
+    SELECT e.object_id AS oid,
+           k.w * greatest(-%(shared_max)s, least(%(shared_max)s,
+               %(shared_weight)s * %(shared_max)s * e.evidence / (sq.voters + 1)))
+           * power(0.5, greatest(extract(epoch FROM now() - e.updated_at), 0) / %(shared_half_life)s) AS off
+    FROM ({key}) AS k
+    JOIN studio_sharedevidence e ON e.query = k.query
+    JOIN studio_sharedquery sq ON sq.query = k.query
+    WHERE e.users >= %(shared_min_users)s AND e.evidence <> 0
+"""
+
+
 _QUERY_OFFSETS = f"""
-    WITH applied AS ({OFFSETS_SQL})
+    WITH applied AS ({offsets_sql(borrow=False)})
     SELECT o.object_id, coalesce(a.off, 0), e.evidence, e.users, e.updated_at
     FROM studio_sharedevidence e JOIN studio_object o ON o.id = e.object_id
     LEFT JOIN applied a ON a.oid = e.object_id
@@ -226,13 +270,14 @@ def query_offsets(*, query: str, limit: int = 100) -> list[QueryOffset]:
 
 
 def offset_params(*, query: str) -> dict:
-    """The bound parameters of ``OFFSETS_SQL`` for a normalized query."""
+    """The bound parameters of ``offsets_sql`` for a normalized query."""
     return {
         "shared_query": query,
         "shared_weight": float(settings.IMPROVEMENT_SHARED_WEIGHT),
         "shared_max": float(settings.IMPROVEMENT_SHARED_MAX_OFFSET),
         "shared_min_users": int(settings.IMPROVEMENT_SHARED_MIN_USERS),
         "shared_half_life": _half_life_seconds(),
+        "shared_borrow": settings.IMPROVEMENT_SHARED_BORROW_SIMILARITY or 1.0,
     }
 
 

@@ -274,6 +274,10 @@ IMPROVEMENT_SHARED_WEIGHT = env.float("IMPROVEMENT_SHARED_WEIGHT", default=1.0)
 IMPROVEMENT_SHARED_MAX_OFFSET = env.float("IMPROVEMENT_SHARED_MAX_OFFSET", default=0.05)
 IMPROVEMENT_SHARED_MIN_USERS = max(2, env.int("IMPROVEMENT_SHARED_MIN_USERS", default=2))
 IMPROVEMENT_SHARED_SKIP_WEIGHT = env.float("IMPROVEMENT_SHARED_SKIP_WEIGHT", default=0.5)
+# A text query not seen verbatim borrows the offsets of the most similar shared query at or above this cosine
+# similarity, scaled by it (empty: no borrowing).
+_borrow = env.str("IMPROVEMENT_SHARED_BORROW_SIMILARITY", default="0.8").strip()
+IMPROVEMENT_SHARED_BORROW_SIMILARITY = float(_borrow) if _borrow else None
 IMPROVEMENT_WEIGHT_DECAY = env.float("IMPROVEMENT_WEIGHT_DECAY", default=0.01)
 IMPROVEMENT_ITERATIONS = env.int("IMPROVEMENT_ITERATIONS", default=10)
 IMPROVEMENT_SOFTMIN_TEMPERATURE = env.float("IMPROVEMENT_SOFTMIN_TEMPERATURE", default=0.05)

@@ -1,8 +1,9 @@
-"""Vector validation shared by every app (pure: no model, no database)."""
+"""Vector validation and pgvector's text form, shared by every app (pure: no model, no database)."""
 
 from __future__ import annotations
 
 import numbers
+from collections.abc import Sequence
 
 import numpy as np
 from django.conf import settings
@@ -87,3 +88,8 @@ def short_vector(vector, shown: int = 6) -> str:
         vector = vector.to_list()
     values = [f"{float(x):.3f}" for x in vector[:shown]]
     return f"[{', '.join(values)}, … ({len(vector)} dims)]"
+
+
+def vector_literal(vector: Sequence[float]) -> str:
+    """pgvector's text form of a vector, sent as a bound parameter (never formatted into SQL)."""
+    return "[" + ",".join(repr(float(x)) for x in vector) + "]"

@@ -64,8 +64,62 @@ def test_two_users_clicks_lift_the_object_for_everyone_who_runs_the_query(world)
     carol, _ = shared_ranking(world["query"], user_id="carol")  # a user who never clicked
     assert carol == ids
     assert shared_ranking(world["query"], text="  space   ADVENTURE ")[0] == ids  # normalized text
-    assert shared_ranking(world["query"], text="something else")[0] == order[:6]  # other queries untouched
+    other = near(world, cos=0.5)  # another query, far from this one: untouched
+    assert shared_ranking(other, text="something else") == (ranking(other, None)[:6], set())
     assert ranking(world["query"], None) == order  # a vector-only search has no text: untouched
+
+
+def near(world, *, cos: float) -> np.ndarray:
+    """A unit query vector at cosine ``cos`` to the world's query (another wording of it, or another query)."""
+    across = world["rng"].standard_normal(world["query"].shape[0])
+    across -= (across @ world["query"]) * world["query"]
+    across /= np.linalg.norm(across)
+    return (cos * world["query"] + np.sqrt(1 - cos**2) * across).astype(np.float32)
+
+
+def scores(query, *, text):
+    """Object id → score of a search (anonymous; ``text`` keys the shared tier)."""
+    return {
+        h.object_id: h.score
+        for h in search_objects(query_vector=list(map(float, query)), limit=6, query_text=text).hits
+    }
+
+
+def test_a_similar_query_not_seen_verbatim_borrows_the_offsets_scaled_by_its_similarity(world, settings):
+    order, target = teach(world, users=["alice", "bob"])
+    run_improvement()
+    assert SharedQuery.objects.get(query="space adventure").vector is not None  # kept for borrowing
+    reworded = near(world, cos=0.95)
+    base = ranking(reworded, None)[:6]
+    ids, moved = shared_ranking(reworded, text="space adventures")
+    assert moved == shared_ranking(world["query"])[1] and ids.index(target) < base.index(target)
+    exact, lifted, borrowed = (scores(world["query"], text=t) for t in (None, TEXT, "space adventures"))
+    # The same vector under another text borrows at similarity 1: the same lift as the query itself.
+    assert borrowed[target] == pytest.approx(lifted[target], abs=1e-6) and lifted[target] > exact[target]
+    lift = lifted[target] - exact[target]
+    at_095 = scores(reworded, text="space adventures")[target] - scores(reworded, text=None)[target]
+    assert at_095 == pytest.approx(0.95 * lift, abs=1e-4)  # at cosine 0.95: 0.95 of the lift
+
+    far = near(world, cos=0.6)  # below the similarity: borrows nothing
+    assert shared_ranking(far, text="cooking") == (ranking(far, None)[:6], set())
+    settings.IMPROVEMENT_SHARED_BORROW_SIMILARITY = None  # off: only the query itself
+    assert shared_ranking(reworded, text="space adventures") == (base, set())
+
+
+def test_a_query_the_tier_knows_uses_its_own_offsets_not_a_similar_ones(world):
+    order, target = teach(world, users=["alice", "bob"], target_position=4)
+    teach(world, users=["carol", "dave"], target_position=3, text="space adventures")
+    run_improvement()
+    own = shared_ranking(world["query"], text="space adventures")[0]
+    assert own.index(order[3]) < own.index(order[4])  # its own clicks (position 3), not the similar query's (4)
+    assert shared_ranking(world["query"])[0].index(order[4]) < shared_ranking(world["query"])[0].index(order[3])
+
+
+def test_a_query_taught_by_one_voter_lends_nothing(world):
+    teach(world, users=["alice"], sessions_each=3)
+    run_improvement()
+    reworded = near(world, cos=0.95)
+    assert shared_ranking(reworded, text="space adventures") == (ranking(reworded, None)[:6], set())
 
 
 def test_one_user_alone_changes_nobody_elses_ranking(world):
