@@ -6,6 +6,10 @@ page shown is a team draft (Radlinski, Kurup & Joachims, 2008) of two rankings o
 only, no shared offsets). At each turn the team with fewer picks so far (a coin seeded by the session id on a
 tie) adds its highest-ranked result not yet shown; each shown result records its team, so that clicks
 credit teams (``clickstream.experiments``). The response is an ordinary ranking: a client never knows.
+
+Where the two rankings begin with the same results in the same order, that common prefix is shown first
+and credited to neither team (``BOTH``): there a result's team would be the coin's choice, not a ranker's,
+so a click on it could only add a win or a loss at random. The draft starts after it, teams even.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from django.conf import settings
 
 LEARNED = "learned"
 BASE = "base"
+BOTH = "both"  # the common prefix: shown by both rankings at the same ranks, credited to neither
 
 
 def interleaved(*, session_id: str, fraction: float | None = None) -> bool:
@@ -31,14 +36,16 @@ def interleaved(*, session_id: str, fraction: float | None = None) -> bool:
 
 
 def team_draft(learned: Sequence, base: Sequence, *, limit: int, seed: str, key=lambda hit: hit) -> list[tuple]:
-    """The first ``limit`` of a team draft of two rankings: ``[(item, team), …]``, no item twice (by ``key``),
-    the teams' picks never more than one apart while both still have results to give."""
+    """The first ``limit`` of a team draft of two rankings: ``[(item, team), …]``, no item twice (by ``key``);
+    the common prefix first (team ``BOTH``), then the teams' picks, never more than one apart while both
+    still have results to give."""
     coin = random.Random(seed)
     rankings = {LEARNED: list(learned), BASE: list(base)}
-    cursor = {LEARNED: 0, BASE: 0}
+    prefix = _common_prefix(rankings[LEARNED], rankings[BASE], key=key)[:limit]
+    cursor = {LEARNED: len(prefix), BASE: len(prefix)}
     picks = {LEARNED: 0, BASE: 0}
-    shown: set = set()
-    drafted: list[tuple] = []
+    shown: set = {key(item) for item in prefix}
+    drafted: list[tuple] = [(item, BOTH) for item in prefix]
     while len(drafted) < limit:
         turn = _whose_turn(picks, coin)
         item = _next_unshown(rankings[turn], cursor, turn, shown, key)
@@ -51,6 +58,16 @@ def team_draft(learned: Sequence, base: Sequence, *, limit: int, seed: str, key=
         picks[turn] += 1
         drafted.append((item, turn))
     return drafted
+
+
+def _common_prefix(learned: list, base: list, *, key) -> list:
+    """The results both rankings show first, at the same ranks."""
+    prefix = []
+    for a, b in zip(learned, base, strict=False):
+        if key(a) != key(b):
+            break
+        prefix.append(a)
+    return prefix
 
 
 def _whose_turn(picks: dict[str, int], coin: random.Random) -> str:

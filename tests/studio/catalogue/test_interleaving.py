@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from clickstream.models import Session
-from studio.catalogue.interleaving import BASE, LEARNED, interleaved, team_draft
+from studio.catalogue.interleaving import BASE, BOTH, LEARNED, interleaved, team_draft
 from tests.improvement.support import load_catalogue, near, unit
 
 
@@ -20,6 +20,9 @@ def _cases(count: int = 300):
         pool = [f"o{i}" for i in range(rng.randint(1, 30))]
         learned = rng.sample(pool, rng.randint(0, len(pool)))
         base = rng.sample(pool, rng.randint(0, len(pool)))
+        if learned and rng.random() < 0.5:  # half of the cases: the rankings share a prefix
+            shared = learned[: rng.randint(1, len(learned))]
+            base = shared + [item for item in base if item not in shared]
         yield learned, base, rng.randint(1, 20), uuid.uuid4().hex
 
 
@@ -31,18 +34,36 @@ def test_a_team_draft_shows_no_result_twice_keeps_each_teams_order_and_balances_
         for team, ranking in ((LEARNED, learned), (BASE, base)):
             picked = [item for item, by in drafted if by == team]
             assert picked == sorted(picked, key=ranking.index)  # each team gives its results in its own order
-        counts = [sum(1 for _, by in drafted[:n] if by == LEARNED) for n in range(len(drafted) + 1)]
-        for n, learned_picks in enumerate(counts):
+        both = [item for item, by in drafted if by == BOTH]
+        assert both == items[: len(both)] == learned[: len(both)] == base[: len(both)]  # the common prefix
+        assert (
+            len(both) == limit
+            or len(both) == len(learned)
+            or len(both) == len(base)
+            or (learned[len(both)] != base[len(both)])
+        )
+        for n in range(len(both), len(drafted) + 1):
+            learned_picks = sum(1 for _, by in drafted[:n] if by == LEARNED)
+            base_picks = sum(1 for _, by in drafted[:n] if by == BASE)
             left = {LEARNED: set(learned) - set(items[:n]), BASE: set(base) - set(items[:n])}
             if left[LEARNED] and left[BASE]:  # while both can still pick, they stay within one of each other
-                assert abs(learned_picks - (n - learned_picks)) <= 1, (learned, base, drafted)
+                assert abs(learned_picks - base_picks) <= 1, (learned, base, drafted)
 
 
 def test_a_team_draft_is_deterministic_per_session_and_identical_rankings_stay_identical():
     ranking = [f"o{i}" for i in range(10)]
     first = team_draft(ranking, ranking[::-1], limit=10, seed="session-1")
     assert first == team_draft(ranking, ranking[::-1], limit=10, seed="session-1")
-    assert [item for item, _ in team_draft(ranking, ranking, limit=10, seed="s")] == ranking
+    assert team_draft(ranking, ranking, limit=10, seed="s") == [(item, BOTH) for item in ranking]
+
+
+def test_the_common_prefix_is_shown_first_and_credited_to_neither_team():
+    learned = ["a", "b", "c", "x", "y"]
+    base = ["a", "b", "c", "y", "z"]
+    for seed in ("s1", "s2", "s3", "s4"):
+        drafted = team_draft(learned, base, limit=5, seed=seed)
+        assert drafted[:3] == [("a", BOTH), ("b", BOTH), ("c", BOTH)]
+        assert {team for _, team in drafted[3:]} == {LEARNED, BASE}  # after it, one pick each
 
 
 def test_sessions_are_interleaved_deterministically_at_the_configured_fraction():
@@ -81,7 +102,7 @@ def test_search_records_each_shown_results_team_only_for_interleaved_sessions(
     teams = [result.meta.get("team") for result in session.results.order_by("position")]
     if fraction:
         assert session.search_meta["interleaving"] == "team_draft"
-        assert set(teams) == {LEARNED, BASE} and abs(teams.count(LEARNED) - teams.count(BASE)) <= 1
+        assert set(teams) == {BOTH}  # no copies yet: the rankings agree, the page is their common prefix
     else:
         assert "interleaving" not in session.search_meta and set(teams) == {None}
 
