@@ -1,7 +1,8 @@
 """The interleaving experiment's verdict from stored sessions (docs/architecture.md, "Online proof").
 
 An interleaved session (``search_meta.interleaving = "team_draft"``) records each shown result's team
-(``ShownResult.meta.team``: ``learned`` or ``base``). Its clicks (events whose type has a positive weight in
+(``ShownResult.meta.team``: ``learned``, ``base``, or ``both`` for the rankings' common prefix, which credits
+neither). Its clicks (events whose type has a positive weight in
 ``IMPROVEMENT_EVENT_WEIGHTS``; each object once) credit the team that showed the clicked object; the session is
 a **win** for the learned ranking when it credits learned more, a **loss** when less, a **tie** when equally
 (clicks on both); a session without clicks is counted but decides nothing. Over the decisive sessions: the win
