@@ -208,17 +208,17 @@ def borrowing_on() -> bool:
 
 # Whose offsets a search applies, and at what weight: the query itself, at 1.
 _EXACT_KEY = "SELECT %(shared_query)s::text AS query, 1.0::float8 AS w"
-# With borrowing: the query itself when the shared tier knows it; else the most similar taught query (through
-# the HNSW index on the queries' vectors) at or above the similarity, scaled by it. Only a query enough voters
-# taught can lend, and NaN (a zero query vector) never passes.
-_BORROWED_KEY = """
+# With borrowing: the query itself when enough voters taught it; else the most similar query enough voters
+# taught (through the HNSW index on the queries' vectors) at or above the similarity, scaled by it. "Enough" is
+# IMPROVEMENT_SHARED_MIN_USERS for both, so one user's sessions on a text never switch it from borrowing to
+# its own (empty) offsets: nobody can tell from a ranking that someone ran a query. NaN (a zero vector) never passes.
+_KNOWN = "SELECT 1 FROM studio_sharedquery WHERE query = %(shared_query)s AND voters >= %(shared_min_users)s"
+_BORROWED_KEY = f"""
     SELECT query, w FROM (
-        SELECT %(shared_query)s::text AS query, 1.0::float8 AS w
-        WHERE EXISTS (SELECT 1 FROM studio_sharedquery WHERE query = %(shared_query)s)
+        SELECT %(shared_query)s::text AS query, 1.0::float8 AS w WHERE EXISTS ({_KNOWN})
         UNION ALL
         (SELECT query, 1.0 - (vector <=> %(q)s::vector) FROM studio_sharedquery
-         WHERE vector IS NOT NULL AND voters >= %(shared_min_users)s
-           AND NOT EXISTS (SELECT 1 FROM studio_sharedquery WHERE query = %(shared_query)s)
+         WHERE vector IS NOT NULL AND voters >= %(shared_min_users)s AND NOT EXISTS ({_KNOWN})
          ORDER BY vector <=> %(q)s::vector LIMIT 1)
     ) AS k WHERE k.w <> 'NaN'::float8 AND k.w >= %(shared_borrow)s
 """

@@ -115,6 +115,17 @@ def test_a_query_the_tier_knows_uses_its_own_offsets_not_a_similar_ones(world):
     assert shared_ranking(world["query"])[0].index(order[4]) < shared_ranking(world["query"])[0].index(order[3])
 
 
+def test_one_users_sessions_on_a_similar_text_change_nobody_elses_ranking_for_it(world):
+    teach(world, users=["alice", "bob"])
+    run_improvement()
+    before = shared_ranking(world["query"], text="space adventures")
+    assert before[1]  # borrowed from "space adventure"
+    teach(world, users=["carol"], target_position=2, sessions_each=3, text="space adventures")
+    run_improvement()
+    assert SharedQuery.objects.get(query="space adventures").voters == 1
+    assert shared_ranking(world["query"], text="space adventures") == before  # still borrowed: carol is invisible
+
+
 def test_a_query_taught_by_one_voter_lends_nothing(world):
     teach(world, users=["alice"], sessions_each=3)
     run_improvement()
