@@ -5,7 +5,7 @@ both data sets, stage 1 runs the current defaults and one change at a time aroun
 rate, pair temperature, position-bias η, drift cap, the shared tier's offset bound and skip weight); stage 2 runs
 the combination of every single change that helped. A configuration is admissible only if, on both
 data sets and on the tuning half, it meets the targets of docs/architecture.md on every view (seen Δ NDCG@10
-above 0, related Δ ≥ −0.005, held-out Δ ≥ −0.02, nowhere below Embedding Studio's defaults); among
+above 0, related Δ ≥ −0.005, held-out Δ ≥ −0.02, nowhere below Embedding Studio's defaults) and passes its guards; among
 admissible ones the largest sum of Δ NDCG@10 over every view and both data sets wins (so no view
 is traded for another), but a change replaces the current defaults only when it beats them by more
 than ``MIN_GAIN``: a difference smaller than the noise is no reason to move. The chosen setting is
@@ -45,6 +45,8 @@ SWEEP_DATASETS = ("movielens", "beir:" + str(Path(settings.BASE_DIR).parent / "s
 # Summed Δ NDCG@10 (over every view of both data sets) a change must add to replace the defaults.
 MIN_GAIN = 0.005
 TARGET_LOW = {"seen": 0.0, "reworded": -0.005, "related": -0.005, "held_out": -0.02}
+# The per-arm guards a configuration must pass (the others in a report concern the private arms).
+GUARDS = ("single_user_invisible", "forget_exact", "drift_ok")
 # DESIGN §7: one click must not evict the page; the seen view's evicted_relevant is its offline measure.
 MAX_EVICTED_RELEVANT = 0.10
 
@@ -77,6 +79,8 @@ def admissible(tuning: dict[str, dict], name: str) -> tuple[bool, list[str]]:
     misses = []
     for dataset_name, result in tuning.items():
         arms = result["arms"]
+        failed = [g for g in GUARDS if result.get("guards", {}).get(name, {}).get(g) is False]
+        misses += [f"{dataset_name} guard {guard} fails" for guard in failed]
         for view, delta in result["deltas"][name].items():
             if view == "seen" and delta["low"] <= TARGET_LOW["seen"]:
                 misses.append(f"{dataset_name} seen Δ low {delta['low']:+.4f} ≤ 0")

@@ -46,6 +46,16 @@ def test_sweep_refuses_settings_that_evict_the_users_relevant_results():
     assert admissible(tuning, "greedy") == (False, ["a seen evicted_relevant 0.115 > 0.1"])
 
 
+def test_sweep_refuses_settings_that_fail_a_guard():
+    """A gain whose run lets one user's clicks show in others' rankings is not admissible."""
+    from improvement.evaluation.sweep import admissible
+
+    tuning = {"a": _tuning({"defaults": {"seen": 0.05}, "leaky": {"seen": 0.08}}, {"seen": 0.01})}
+    tuning["a"]["guards"] = {"defaults": {"single_user_invisible": True}, "leaky": {"single_user_invisible": False}}
+    assert admissible(tuning, "defaults") == (True, [])
+    assert admissible(tuning, "leaky") == (False, ["a guard single_user_invisible fails"])
+
+
 def test_sweep_keeps_the_defaults_unless_a_change_clearly_beats_them():
     from improvement.evaluation.sweep import MIN_GAIN, choose
 
