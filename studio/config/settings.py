@@ -271,7 +271,7 @@ IMPROVEMENT_HALF_LIFE_DAYS = env.float("IMPROVEMENT_HALF_LIFE_DAYS", default=30.
 IMPROVEMENT_MAX_COPIES_PER_USER = env.int("IMPROVEMENT_MAX_COPIES_PER_USER", default=1000)
 # The shared tier (docs/architecture.md, "The shared tier"); weight 0 switches it off.
 IMPROVEMENT_SHARED_WEIGHT = env.float("IMPROVEMENT_SHARED_WEIGHT", default=1.0)
-IMPROVEMENT_SHARED_MAX_OFFSET = env.float("IMPROVEMENT_SHARED_MAX_OFFSET", default=0.05)
+IMPROVEMENT_SHARED_MAX_OFFSET = env.float("IMPROVEMENT_SHARED_MAX_OFFSET", default=0.07)
 IMPROVEMENT_SHARED_MIN_USERS = max(2, env.int("IMPROVEMENT_SHARED_MIN_USERS", default=2))
 IMPROVEMENT_SHARED_SKIP_WEIGHT = env.float("IMPROVEMENT_SHARED_SKIP_WEIGHT", default=0.5)
 # A text query not seen verbatim borrows the offsets of the most similar shared query at or above this cosine
