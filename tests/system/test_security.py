@@ -144,6 +144,8 @@ REVIEWED_DYNAMIC_SQL = {
     ("studio/catalogue/personalization.py", "execute"): "a cursor wrapper forwarding its caller's statement unchanged",
     ("studio/catalogue/shared.py", "_row_sets"): "runs the module's constant statements it is handed "
     "(_DERIVED_* and _RECOMPUTED_*); nothing is formatted",
+    ("studio/catalogue/shared.py", "query_offsets"): "_QUERY_OFFSETS: a module constant around offsets_sql's fixed "
+    "fragments (the exact-query key); query, weight, bound, half-life and limit are bound parameters",
     ("studio/catalogue/search.py", "_run_ranking"): "_ranking_sql: fixed fragments and the metric operator from "
     "settings; vector, user, filter (jsonb @> bound), limits are bound parameters",
     ("studio/catalogue/services.py", "drop_hnsw_index"): "a constant index name",
