@@ -386,7 +386,7 @@ def _shared_query_vectors(teachers: list[learning.Candidate]) -> dict[str, str]:
     return {
         shared.normalize_query(c.text): vector_literal(c.query)
         for c in teachers
-        if c.query is not None and np.isfinite(c.query).all() and np.any(c.query)
+        if c.query is not None and not _query_problem(c.query, "cosine")  # similarity needs a finite, non-zero vector
     }
 
 

@@ -278,6 +278,9 @@ IMPROVEMENT_SHARED_SKIP_WEIGHT = env.float("IMPROVEMENT_SHARED_SKIP_WEIGHT", def
 # similarity, scaled by it (empty: no borrowing).
 _borrow = env.str("IMPROVEMENT_SHARED_BORROW_SIMILARITY", default="0.8").strip()
 IMPROVEMENT_SHARED_BORROW_SIMILARITY = float(_borrow) if _borrow else None
+if IMPROVEMENT_SHARED_BORROW_SIMILARITY is not None and not 0 < IMPROVEMENT_SHARED_BORROW_SIMILARITY <= 1:
+    # above 1 even a query's own offsets (similarity 1) would stop applying
+    raise ImproperlyConfigured("IMPROVEMENT_SHARED_BORROW_SIMILARITY must be in (0, 1], or empty for off")
 IMPROVEMENT_WEIGHT_DECAY = env.float("IMPROVEMENT_WEIGHT_DECAY", default=0.01)
 IMPROVEMENT_ITERATIONS = env.int("IMPROVEMENT_ITERATIONS", default=10)
 IMPROVEMENT_SOFTMIN_TEMPERATURE = env.float("IMPROVEMENT_SOFTMIN_TEMPERATURE", default=0.05)

@@ -53,3 +53,11 @@ def test_an_external_database_without_secret_key_refuses_to_start_unless_debug()
     assert _import_settings(**external, SECRET_KEY="a-real-secret-" * 4).returncode == 0
     assert _import_settings(**{**external, "DEBUG": "true"}).returncode == 0  # development on a remote database
     assert _import_settings(DEBUG="false").returncode == 0  # the embedded servers: the development key is fine
+
+
+def test_a_borrow_similarity_outside_0_to_1_refuses_to_start():
+    """Above 1 even a query's own offsets would stop applying; empty switches borrowing off."""
+    refused = _import_settings(IMPROVEMENT_SHARED_BORROW_SIMILARITY="1.5")
+    assert refused.returncode != 0 and "IMPROVEMENT_SHARED_BORROW_SIMILARITY must be in (0, 1]" in refused.stderr
+    assert _import_settings(IMPROVEMENT_SHARED_BORROW_SIMILARITY="").returncode == 0
+    assert _import_settings(IMPROVEMENT_SHARED_BORROW_SIMILARITY="0.9").returncode == 0
