@@ -206,8 +206,9 @@ def write_copies(vectors: np.ndarray, queries: np.ndarray) -> dict[int, np.ndarr
 def exact_top(vectors: np.ndarray, copies: dict[int, np.ndarray], query: np.ndarray, k: int) -> tuple[list, float]:
     """The exact personalized top-k (object ids) and the k-th distance."""
     distances = exact_distances(vectors, query).astype(np.float64)
-    rows = np.fromiter(copies.keys(), dtype=np.int64)
-    distances[rows] = 1.0 - np.stack(list(copies.values())) @ query
+    if copies:
+        rows = np.fromiter(copies.keys(), dtype=np.int64)
+        distances[rows] = 1.0 - np.stack(list(copies.values())) @ query
     order = np.argsort(distances)[:k]
     return [f"obj-{row}" for row in order], float(distances[order[-1]])
 
