@@ -34,7 +34,7 @@ from clickstream.validation import (
     validate_session,
 )
 from studio.core.errors import DomainError
-from studio.core.vectors import InvalidVector, validate_vector
+from studio.core.vectors import InvalidVector, validate_vector, vector_literal
 
 __all__ = [
     "EventsOutcome",
@@ -104,13 +104,13 @@ class EventsOutcome:
 _INSERT_SESSIONS = """
 WITH input AS MATERIALIZED (
     SELECT * FROM json_to_recordset(%(sessions)s::json)
-        AS t(idx int, session_id text, user_id text, search_query text, query_vector json, search_meta jsonb,
+        AS t(idx int, session_id text, user_id text, search_query text, query_vector text, search_meta jsonb,
              fingerprint text, created_at timestamptz)
 ), ins AS (
     INSERT INTO clickstream_session (session_id, user_id, search_query, query_vector, search_meta, fingerprint,
                                      created_at, received_at, is_irrelevant, improvement_status,
                                      improvement_detail, attempts)
-    SELECT session_id, user_id, search_query, query_vector::text::vector, search_meta, fingerprint,
+    SELECT session_id, user_id, search_query, query_vector::vector, search_meta, fingerprint,
            coalesce(created_at, %(now)s), %(now)s, false, 'pending', '', 0
     FROM input
     ORDER BY session_id  -- one lock order for every batch: concurrent overlapping batches cannot deadlock
@@ -150,7 +150,7 @@ def _insert_sessions(sessions: Sequence[SessionInput], positions: list[int], now
                 "session_id": item.session_id,
                 "user_id": item.user_id,
                 "search_query": item.search_query,
-                "query_vector": item.query_vector,
+                "query_vector": None if item.query_vector is None else vector_literal(item.query_vector),
                 "search_meta": item.search_meta,
                 "fingerprint": item.fingerprint,
                 "created_at": item.created_at.isoformat() if item.created_at else None,

