@@ -96,7 +96,7 @@ def non_finite_inputs(
     for si, session in enumerate(sessions):
         if not queries_finite[si]:
             failed[si] = "query vector is not finite"
-        elif not objects_finite.all() and not all(objects_finite[o] for o in (*session.clicked, *session.negatives)):
+        elif not objects_finite.all() and not all(objects_finite[o] for o in session.referenced_objects()):
             failed[si] = "an object's stored vector is not finite"
     return failed
 
@@ -223,14 +223,15 @@ def validate_sessions(sessions: list[SessionExample], *, n_objects: int, dim: in
         query = np.asarray(session.query, dtype=np.float32).reshape(-1)
         if dim is not None and query.shape[0] != dim:
             raise ValueError(f"sessions[{si}].query has dimension {query.shape[0]}, expected {dim}")
-        for name in ("clicked", "negatives"):
-            for o in getattr(session, name):
-                if not 0 <= int(o) < n_objects:
+        for name in ("clicked", "negatives", "next_skipped"):
+            for o in getattr(session, name) or ():
+                if o is not None and not 0 <= int(o) < n_objects:
                     raise ValueError(f"sessions[{si}].{name} refers to object {o}, outside 0..{n_objects - 1}")
         for name, ref in (
             ("clicked_weights", session.clicked),
             ("clicked_positions", session.clicked),
             ("negative_positions", session.negatives),
+            ("next_skipped", session.clicked),
         ):
             values = getattr(session, name)
             if values is not None and len(values) != len(ref):

@@ -172,9 +172,11 @@ def build_problem(
     candidates: Sequence[Candidate],
     originals: Mapping[str, StoredVectors],
     copies: Mapping[tuple[str, int], StoredVectors],
+    next_skipped: bool = False,
 ) -> Problem:
-    """Lay out candidates (all with a query vector) as adjuster objects, examples and metric pairs."""
-    layout = _ProblemLayout(originals=originals, copies=copies)
+    """Lay out candidates (all with a query vector) as adjuster objects, examples and metric pairs;
+    ``next_skipped``: also each click's unclicked result right below it (the pairwise rule's skip-next pairs)."""
+    layout = _ProblemLayout(originals=originals, copies=copies, next_skipped=next_skipped)
     for number, candidate in enumerate(candidates):
         layout.add(number, candidate)
     return layout.problem(candidates)
@@ -187,6 +189,7 @@ class _ProblemLayout:
 
     originals: Mapping[str, StoredVectors]
     copies: Mapping[tuple[str, int], StoredVectors]
+    next_skipped: bool = False
     key_index: dict[tuple[str, int], int] = field(default_factory=dict)
     keys: list[tuple[str, int]] = field(default_factory=list)
     object_ids: list[str] = field(default_factory=list)
@@ -245,8 +248,19 @@ class _ProblemLayout:
                 clicked_positions=[position_of[oid] for oid in clicked_ids],
                 negative_positions=[position_of[oid] for oid in candidate.negatives],
                 user=candidate.user_id,
+                next_skipped=self._next_skipped(candidate, clicked_ids, position_of) if self.next_skipped else None,
             )
         )
+
+    def _next_skipped(self, candidate: Candidate, clicked_ids: list[str], position_of: dict[str, int]) -> list:
+        """Per click, the adjuster object of the result shown right below it when that one was not clicked."""
+        at_position = dict(candidate.shown)
+        below = [at_position.get(position_of[oid] + 1) for oid in clicked_ids]
+        user = candidate.user_id
+        return [
+            None if oid is None or oid in candidate.clicked else self.adjuster_index(self.key_of(user, oid))
+            for oid in below
+        ]
 
     def problem(self, candidates: Sequence[Candidate]) -> Problem:
         """The finished layout."""
@@ -287,11 +301,13 @@ def _subproblem(objects, examples, chosen: Sequence[int]):
         example = examples[e]
 
         def remap(indices):
+            if indices is None:
+                return None
             out = []
             for i in indices:
-                if i not in mapping:
+                if i is not None and i not in mapping:
                     mapping[i] = len(mapping)
-                out.append(mapping[i])
+                out.append(None if i is None else mapping[i])
             return out
 
         sub_examples.append(
@@ -303,6 +319,7 @@ def _subproblem(objects, examples, chosen: Sequence[int]):
                 clicked_positions=example.clicked_positions,
                 negative_positions=example.negative_positions,
                 user=example.user,
+                next_skipped=remap(example.next_skipped),
             )
         )
     order = sorted(mapping, key=mapping.get)

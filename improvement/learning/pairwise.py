@@ -4,9 +4,11 @@
 the result are the adjuster's (docs/architecture.md, "The learning rule"). Per session with query ``q``:
 
     pairs      = {(c, n): c clicked, n shown above c and not clicked}           (cascade)
+               ∪ {(c, n'): n' shown right below c and not clicked}   (skip next, weighed by w_next)
     S(q, o)    = Σ_p softmax(s(q, ·) / T_parts)_p · s(q, p)                        (as the seed rule)
     ℓ(c, n)    = τ · softplus((m − (S(q, c) − S(q, n))) / τ)                      (stops once c beats n by m)
-    weight     = event weight(c) · (position(c) + 1)^η / |pairs of c| / |sessions of the user|
+    weight     = event weight(c) · (position(c) + 1)^η / |pairs above c| / |sessions of the user|
+                 (a skip-next pair: event weight(c) · (position(c) + 1)^η · w_next / |sessions of the user|)
     loss       = Σ_pairs weight · ℓ(c, n)
 
 minimised by ``params.iterations`` plain gradient steps ``v ← v − lr · ∂loss/∂v`` (no Adam: the step
@@ -61,7 +63,7 @@ def train(
 ) -> Outcome:
     """One training over the sessions not failed: lay out the pairs, step, check and measure the result."""
     torch.manual_seed(params.seed)
-    pairs = lay_out_pairs(sessions, failed, eta=params.position_bias_eta)
+    pairs = lay_out_pairs(sessions, failed, eta=params.position_bias_eta, next_weight=params.pair_next_weight)
     metrics = zero_metrics()
     if pairs is None:
         return empty_outcome(start_all, metrics)
@@ -88,9 +90,16 @@ def train(
     return Outcome(pairs.touched, *arrays, metrics, set())
 
 
-def lay_out_pairs(sessions: list[SessionExample], failed: dict[int, str], *, eta: float) -> _Pairs | None:
+def lay_out_pairs(
+    sessions: list[SessionExample], failed: dict[int, str], *, eta: float, next_weight: float = 0.0
+) -> _Pairs | None:
     """The preferences of the sessions not failed, weighted; None when there is none."""
-    raw = [(si, *pair) for si in range(len(sessions)) if si not in failed for pair in session_pairs(sessions[si], eta)]
+    raw = [
+        (si, *pair)
+        for si in range(len(sessions))
+        if si not in failed
+        for pair in session_pairs(sessions[si], eta, next_weight=next_weight)
+    ]
     if not raw:
         return None
     sessions_of = Counter(_user_key(sessions[si], si) for si in {row[0] for row in raw})
@@ -111,24 +120,27 @@ def lay_out_pairs(sessions: list[SessionExample], failed: dict[int, str], *, eta
     )
 
 
-def session_pairs(session: SessionExample, eta: float) -> list[tuple[int, int, float]]:
+def session_pairs(session: SessionExample, eta: float, *, next_weight: float = 0.0) -> list[tuple[int, int, float]]:
     """One session's preferences ``(clicked, skipped, weight)``: each clicked object over each negative shown
     above it (all negatives when positions are not known), weighted ``event weight · (position + 1)^η``
-    shared among that click's pairs."""
+    shared among that click's pairs; and, when ``next_weight`` > 0, over the unclicked object shown right
+    below it with that weight times ``next_weight`` (Joachims' "click > skip next": weak, but the only
+    evidence a click on the first result gives)."""
     pairs = []
     for k, clicked in enumerate(session.clicked):
         position = None if session.clicked_positions is None else int(session.clicked_positions[k])
+        weight = 1.0 if session.clicked_weights is None else float(session.clicked_weights[k])
+        if eta > 0 and position is not None:
+            weight *= (position + 1) ** eta
         losers = [
             n
             for j, n in enumerate(session.negatives)
             if position is None or session.negative_positions is None or session.negative_positions[j] < position
         ]
-        if not losers:
-            continue
-        weight = 1.0 if session.clicked_weights is None else float(session.clicked_weights[k])
-        if eta > 0 and position is not None:
-            weight *= (position + 1) ** eta
         pairs.extend((int(clicked), int(n), weight / len(losers)) for n in losers)
+        below = None if session.next_skipped is None else session.next_skipped[k]
+        if next_weight > 0 and below is not None:
+            pairs.append((int(clicked), int(below), weight * next_weight))
     return pairs
 
 

@@ -34,6 +34,7 @@ class AdjusterParams:
     changed_epsilon: float = 1e-6  # an object counts as changed when one of its parts moved (L2) more than this
     pair_temperature: float = 0.02  # pairwise: temperature of the logistic preference loss
     pair_margin: float = 0.0  # pairwise: the preference holds once S(c) - S(n) exceeds this
+    pair_next_weight: float = 0.0  # pairwise: weight of "clicked over the unclicked result right below it"; 0 = off
     max_norm_ratio: float | None = None  # pairwise under dot/euclid: norm within [1/r, r] × the original's
 
     def __post_init__(self):
@@ -43,6 +44,8 @@ class AdjusterParams:
             raise ValueError(f"rule must be one of {', '.join(RULES)}, not {self.rule!r}")
         if not self.pair_temperature > 0:
             raise ValueError("pair_temperature must be > 0")
+        if self.pair_next_weight < 0:
+            raise ValueError("pair_next_weight must be >= 0")
         if self.max_norm_ratio is not None and not self.max_norm_ratio >= 1:
             raise ValueError("max_norm_ratio must be >= 1 or None")
         if self.iterations < 0:
@@ -73,6 +76,7 @@ class AdjusterParams:
             "lr": settings.IMPROVEMENT_LR,
             "pair_temperature": settings.IMPROVEMENT_PAIR_TEMPERATURE,
             "pair_margin": settings.IMPROVEMENT_PAIR_MARGIN,
+            "pair_next_weight": settings.IMPROVEMENT_PAIR_NEXT_WEIGHT,
             "max_norm_ratio": settings.IMPROVEMENT_MAX_NORM_RATIO if settings.IMPROVEMENT_RULE == "pairwise" else None,
             "weight_decay": settings.IMPROVEMENT_WEIGHT_DECAY,
             "iterations": settings.IMPROVEMENT_ITERATIONS,
@@ -153,6 +157,14 @@ class SessionExample:
     clicked_positions: list[int] | None = None  # 0-based shown positions, for position-bias weights
     negative_positions: list[int] | None = None  # None = negatives are not position-weighted
     user: str | None = None  # whose session: the pairwise rule normalizes each user's loss by their own sessions
+    # Per clicked object, the object shown right below it when that one was not clicked (else None); the
+    # pairwise rule's weak "skip next" evidence (``pair_next_weight``). None = not given.
+    next_skipped: list[int | None] | None = None
+
+    def referenced_objects(self) -> list[int]:
+        """Every object the session refers to: clicked, negatives, and skipped right below a click."""
+        below = [o for o in self.next_skipped or () if o is not None]
+        return [*self.clicked, *self.negatives, *below]
 
 
 @dataclass

@@ -198,7 +198,13 @@ def _build_problem(work: LoadedBatch) -> None:
     """Read the users' current copies of every shown object and lay the batch out for the adjuster."""
     keys = sorted({(c.user_id, work.originals[oid].pk) for c in work.candidates for _, oid in c.shown})
     copies = _decayed(personalization.user_copy_vectors(keys=keys), work.originals)
-    work.problem = learning.build_problem(candidates=work.candidates, originals=work.originals, copies=copies)
+    params = work.params
+    work.problem = learning.build_problem(
+        candidates=work.candidates,
+        originals=work.originals,
+        copies=copies,
+        next_skipped=params.rule == "pairwise" and params.pair_next_weight > 0,
+    )
 
 
 def _decayed(copies: dict, originals: dict) -> dict:
@@ -240,7 +246,7 @@ def _decide(work: LoadedBatch) -> None:
     work.used = _candidate_verdicts(work, diverged)
     # Written: what the used sessions moved. Failed sessions were left out of the vectors returned
     # (isolated or retrained without them); an object only they touched keeps its stored vector.
-    taught = {i for n, e in enumerate(work.problem.examples) if work.used[n] for i in (*e.clicked, *e.negatives)}
+    taught = {i for n, e in enumerate(work.problem.examples) if work.used[n] for i in e.referenced_objects()}
     changed, keep = work.result.changed, taught - diverged  # the set once, not once per vector
     work.written = [i for i, v in enumerate(vectors) if v is not None and changed[i] and i in keep]
     work.after = list(work.problem.start)
@@ -258,7 +264,7 @@ def _candidate_verdicts(work: LoadedBatch, diverged: set[int]) -> np.ndarray:
     for number, (candidate, example) in enumerate(zip(work.candidates, work.problem.examples, strict=True)):
         if number in failures:
             work.verdicts[candidate.pk] = learning.failed("adjuster_error", failures[number][:1000])
-        elif (set(example.clicked) | set(example.negatives)) & diverged:
+        elif set(example.referenced_objects()) & diverged:
             detail = "the adjuster produced non-finite vectors (lower IMPROVEMENT_LR)"
             work.verdicts[candidate.pk] = learning.failed("diverged", detail)
         else:

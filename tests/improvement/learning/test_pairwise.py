@@ -3,6 +3,8 @@ normalization, norm rails under dot and euclid (no database: the engine on its o
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -63,6 +65,40 @@ def test_pairs_are_each_click_over_the_skipped_results_above_it():
     assert session_pairs(session, eta=1.0)[:2] == [(2, 0, 1.5), (2, 1, 1.5)]
     top = SessionExample(query=session.query, clicked=[0], negatives=[1], clicked_positions=[0], negative_positions=[1])
     assert session_pairs(top, eta=0.0) == []  # a click on the first result says nothing to fix
+
+
+def test_skip_next_adds_a_weak_pair_over_the_unclicked_result_right_below_each_click():
+    session = SessionExample(
+        query=np.ones(D, np.float32),
+        clicked=[0, 3],
+        negatives=[1, 2],
+        clicked_positions=[0, 3],
+        negative_positions=[1, 2],
+        clicked_weights=[1.0, 2.0],
+        next_skipped=[1, None],  # below the first click: object 1; below the last: nothing shown
+    )
+    assert session_pairs(session, eta=0.0, next_weight=0.0) == [(3, 1, 1.0), (3, 2, 1.0)]  # off: as before
+    assert session_pairs(session, eta=0.0, next_weight=0.25) == [(0, 1, 0.25), (3, 1, 1.0), (3, 2, 1.0)]
+    # η = 1 scales the skip-next pair like the click's other pairs: (3 + 1)^1 · 2 · 0.25
+    below_last = dataclasses.replace(session, next_skipped=[None, 4])
+    assert session_pairs(below_last, eta=1.0, next_weight=0.25)[-1] == (3, 4, 2.0)
+
+
+def test_skip_next_moves_a_first_result_click_ahead_of_the_one_below_and_no_other():
+    rng = np.random.default_rng(3)
+    query = unit(rng.normal(size=D))
+    objects = page(rng, query)
+    session = SessionExample(
+        query=query, clicked=[0], negatives=[], clicked_positions=[0], negative_positions=[], next_skipped=[1]
+    )
+    params = PAIRWISE.with_(pair_next_weight=0.5)
+    result = adjust(objects=objects, sessions=[session], params=params)
+    before = [cosine(query, o.start) for o in objects]
+    after = [cosine(query, v) for v in result.vectors]
+    assert after[0] - after[1] > before[0] - before[1]  # the gap to the one below grew
+    assert result.changed[:2] == [True, True] and not any(result.changed[2:])
+    unused = adjust(objects=objects, sessions=[session], params=PAIRWISE)  # weight 0: a top click teaches nothing
+    assert not any(unused.changed)
 
 
 def test_a_click_lifts_its_object_past_the_ones_above_and_pushes_them_only_a_little():

@@ -155,3 +155,17 @@ def test_a_user_forgotten_during_a_batch_gets_no_copies(world):
     report = services.process_claim(claim=claim, params=services.adjuster_params())
     assert report.used == 1 and report.failed_reasons == {"session_deleted": 1}
     assert set(PersonalizedObject.objects.values_list("user_id", flat=True)) == {"stay"}
+
+
+def test_a_first_result_click_teaches_through_skip_next_only_when_weighted(world, settings):
+    settings.IMPROVEMENT_SHARED_WEIGHT = 0.0  # the user's own copies only
+    order = ranking(world["query"], None)
+    for weight in (0.0, 0.5):
+        settings.IMPROVEMENT_PAIR_NEXT_WEIGHT = weight
+        click(register(user_id="top", shown=order[:4], query_vector=world["query"]), order[0])
+        run_improvement()
+        if weight == 0.0:
+            assert not PersonalizedObject.objects.exists()  # no pair: nothing was shown above the click
+    copies = PersonalizedObject.objects.filter(user_id="top")
+    assert {c.original.object_id for c in copies.select_related("original")} == {order[0], order[1]}
+    assert ranking(world["query"], "top")[:2] == order[:2]  # still first; the one below only a little lower
