@@ -4,12 +4,12 @@
 the result are the adjuster's (docs/architecture.md, "The learning rule"). Per session with query ``q``:
 
     pairs      = {(c, n): c clicked, n shown above c and not clicked}           (cascade)
-               ∪ {(c, n'): n' shown right below c and not clicked}   (skip next, weighed by w_next)
+               ∪ {(c, n'): n' shown right below c and not clicked}   (skip next, weighed by w_next; lifts c only)
     S(q, o)    = Σ_p softmax(s(q, ·) / T_parts)_p · s(q, p)                        (as the seed rule)
     ℓ(c, n)    = τ · softplus((m − (S(q, c) − S(q, n))) / τ)                      (stops once c beats n by m)
     weight     = event weight(c) · (position(c) + 1)^η / |pairs above c| / |sessions of the user|
                  (a skip-next pair: event weight(c) · (position(c) + 1)^η · w_next / |sessions of the user|)
-    loss       = Σ_pairs weight · ℓ(c, n)
+    loss       = Σ_pairs weight · ℓ(c, n)       (a skip-next pair's gradient reaches only c: S(q, n') is held)
 
 minimised by ``params.iterations`` plain gradient steps ``v ← v − lr · ∂loss/∂v`` (no Adam: the step
 follows the gradient, so weights, propensities and evidence counts scale the update), the rails after
@@ -48,6 +48,7 @@ class _Pairs:
     winner: np.ndarray  # (pairs,) term index
     loser: np.ndarray  # (pairs,) term index
     weight: np.ndarray  # (pairs,) float32
+    pushes: np.ndarray  # (pairs,) bool: the loser is pushed (skipped above); False: skip-next, only the winner moves
     touched: np.ndarray  # (touched,) sorted global object indices
 
 
@@ -103,8 +104,8 @@ def lay_out_pairs(
     if not raw:
         return None
     sessions_of = Counter(_user_key(sessions[si], si) for si in {row[0] for row in raw})
-    table = np.asarray([(si, c, n) for si, c, n, _ in raw], dtype=np.int64)
-    weight = np.asarray([w / sessions_of[_user_key(sessions[si], si)] for si, _, _, w in raw], dtype=np.float32)
+    table = np.asarray([(si, c, n) for si, c, n, _, _ in raw], dtype=np.int64)
+    weight = np.asarray([w / sessions_of[_user_key(sessions[si], si)] for si, _, _, w, _ in raw], dtype=np.float32)
     # Terms: distinct (session, object) over winners and losers, so each similarity is computed once.
     keys = np.concatenate([table[:, [0, 1]], table[:, [0, 2]]])
     unique_keys, inverse = np.unique(keys, axis=0, return_inverse=True)
@@ -116,16 +117,19 @@ def lay_out_pairs(
         winner=inverse[: len(table)],
         loser=inverse[len(table) :],
         weight=weight,
+        pushes=np.asarray([pushes for *_, pushes in raw], dtype=bool),
         touched=touched,
     )
 
 
-def session_pairs(session: SessionExample, eta: float, *, next_weight: float = 0.0) -> list[tuple[int, int, float]]:
-    """One session's preferences ``(clicked, skipped, weight)``: each clicked object over each negative shown
-    above it (all negatives when positions are not known), weighted ``event weight · (position + 1)^η``
-    shared among that click's pairs; and, when ``next_weight`` > 0, over the unclicked object shown right
-    below it with that weight times ``next_weight`` (Joachims' "click > skip next": weak, but the only
-    evidence a click on the first result gives)."""
+def session_pairs(
+    session: SessionExample, eta: float, *, next_weight: float = 0.0
+) -> list[tuple[int, int, float, bool]]:
+    """One session's preferences ``(clicked, other, weight, pushes)``: each clicked object over each negative
+    shown above it (all negatives when positions are not known), weighted ``event weight · (position + 1)^η``
+    shared among that click's pairs, the negative pushed away; and, when ``next_weight`` > 0, over the unclicked
+    object shown right below it, with that weight times ``next_weight``, lifting the click only (Joachims'
+    "click > skip next": the only evidence a first-result click gives, too weak to push anything down)."""
     pairs = []
     for k, clicked in enumerate(session.clicked):
         position = None if session.clicked_positions is None else int(session.clicked_positions[k])
@@ -137,10 +141,10 @@ def session_pairs(session: SessionExample, eta: float, *, next_weight: float = 0
             for j, n in enumerate(session.negatives)
             if position is None or session.negative_positions is None or session.negative_positions[j] < position
         ]
-        pairs.extend((int(clicked), int(n), weight / len(losers)) for n in losers)
+        pairs.extend((int(clicked), int(n), weight / len(losers), True) for n in losers)
         below = None if session.next_skipped is None else session.next_skipped[k]
         if next_weight > 0 and below is not None:
-            pairs.append((int(clicked), int(below), weight * next_weight))
+            pairs.append((int(clicked), int(below), weight * next_weight, False))
     return pairs
 
 
@@ -158,6 +162,7 @@ class _Terms:
     winner: torch.Tensor
     loser: torch.Tensor
     weight: torch.Tensor
+    pushes: torch.Tensor
 
     @classmethod
     def build(cls, pairs: _Pairs, queries: np.ndarray, params: AdjusterParams, device: torch.device) -> _Terms:
@@ -165,7 +170,14 @@ class _Terms:
         if params.metric == "cosine":
             query = query / query.norm(dim=-1, keepdim=True).clamp_min(_NORM_EPS)
         tensor = lambda array: torch.from_numpy(array).to(device)  # noqa: E731
-        return cls(tensor(pairs.term_object), query, tensor(pairs.winner), tensor(pairs.loser), tensor(pairs.weight))
+        return cls(
+            tensor(pairs.term_object),
+            query,
+            tensor(pairs.winner),
+            tensor(pairs.loser),
+            tensor(pairs.weight),
+            tensor(pairs.pushes),
+        )
 
 
 def _loss(
@@ -173,7 +185,9 @@ def _loss(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The weighted pairwise loss and every term's object similarity S(q, o)."""
     similarity = _similarity(vectors, terms, part_mask, params)
-    gap = similarity[terms.winner] - similarity[terms.loser]
+    loser = similarity[terms.loser]
+    loser = torch.where(terms.pushes, loser, loser.detach())  # skip-next: the result below is not pushed
+    gap = similarity[terms.winner] - loser
     tau = params.pair_temperature
     per_pair = tau * torch.nn.functional.softplus((params.pair_margin - gap) / tau)
     return (terms.weight * per_pair).sum(), similarity.detach()
