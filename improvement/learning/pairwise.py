@@ -227,9 +227,12 @@ def _non_finite_sessions(final_norm: torch.Tensor, pairs: _Pairs) -> set[int]:
 def _add_metrics(
     metrics: dict, pairs: _Pairs, loss_before: float, loss_after: float, before: torch.Tensor, after: torch.Tensor
 ) -> None:
-    """Losses, pair counts, and the mean similarity of winners (clicked) and losers (negative) before and after."""
+    """Losses, pair counts, and the mean similarity of winners (clicked) and pushed losers (negative) before and
+    after; a skip-next pair's loser is held still, so it is not counted as pushed."""
     metrics.update(loss_before=loss_before, loss_after=loss_after)
-    for kind, index in (("clicked", pairs.winner), ("negative", pairs.loser)):
+    for kind, index in (("clicked", pairs.winner), ("negative", pairs.loser[pairs.pushes])):
+        if not len(index):
+            continue  # e.g. only first-result clicks: nothing pushed, the zeros stand
         terms = torch.from_numpy(np.unique(index)).to(before.device)
         metrics[f"{kind}_pairs"] = int(len(index))
         metrics[f"{kind}_similarity_before"] = float(before[terms].mean())

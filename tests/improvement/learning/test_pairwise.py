@@ -100,6 +100,7 @@ def test_skip_next_lifts_a_first_result_click_and_moves_nothing_else():
     assert after[0] > before[0]  # the clicked object came closer to the query
     assert after[1:] == pytest.approx(before[1:], abs=1e-7)  # the one below is not pushed: weak evidence
     assert result.changed == [True] + [False] * 9
+    assert result.metrics["clicked_pairs"] == 1 and result.metrics["negative_pairs"] == 0  # nothing was pushed
     unused = adjust(objects=objects, sessions=[session], params=PAIRWISE)  # weight 0: a top click teaches nothing
     assert not any(unused.changed)
 
