@@ -55,6 +55,14 @@ class Candidate:
     clicked: dict[str, float]  # object_id → event weight
     negatives: list[str]
 
+    def skipped_next(self) -> list[str | None]:
+        """Per click (in ``clicked`` order), the result shown right below it when that one was not clicked
+        (Joachims' "click > skip next"); None where there is none."""
+        at_position = dict(self.shown)
+        position_of = {oid: position for position, oid in self.shown}
+        below = [at_position.get(position_of[oid] + 1) for oid in self.clicked]
+        return [None if oid is None or oid in self.clicked else oid for oid in below]
+
 
 def click_weights(events: Sequence[tuple[str, str]], event_weights: Mapping[str, float]) -> dict[str, float]:
     """Per object, the largest weight of its events whose type is listed (others are ignored).
@@ -248,19 +256,14 @@ class _ProblemLayout:
                 clicked_positions=[position_of[oid] for oid in clicked_ids],
                 negative_positions=[position_of[oid] for oid in candidate.negatives],
                 user=candidate.user_id,
-                next_skipped=self._next_skipped(candidate, clicked_ids, position_of) if self.next_skipped else None,
+                next_skipped=self._next_skipped(candidate) if self.next_skipped else None,
             )
         )
 
-    def _next_skipped(self, candidate: Candidate, clicked_ids: list[str], position_of: dict[str, int]) -> list:
+    def _next_skipped(self, candidate: Candidate) -> list:
         """Per click, the adjuster object of the result shown right below it when that one was not clicked."""
-        at_position = dict(candidate.shown)
-        below = [at_position.get(position_of[oid] + 1) for oid in clicked_ids]
-        user = candidate.user_id
-        return [
-            None if oid is None or oid in candidate.clicked else self.adjuster_index(self.key_of(user, oid))
-            for oid in below
-        ]
+        below = candidate.skipped_next()
+        return [None if oid is None else self.adjuster_index(self.key_of(candidate.user_id, oid)) for oid in below]
 
     def problem(self, candidates: Sequence[Candidate]) -> Problem:
         """The finished layout."""
