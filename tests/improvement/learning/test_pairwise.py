@@ -193,3 +193,28 @@ def test_the_seed_rule_is_still_selectable_and_unchanged():
     # AdamW moves every touched vector by about lr·√D per step, whatever its weight (why v2 exists).
     moves = [float(np.linalg.norm(v - o.start)) for v, o in zip(result.vectors[:7], objects[:7], strict=True)]
     assert min(moves) > 0.5 * max(moves) > 0
+
+
+@pytest.mark.parametrize("metric", ["cosine", "dot", "euclid"])
+def test_the_written_out_gradient_of_one_part_objects_is_autograds(metric):
+    import torch
+
+    from improvement.learning import pairwise
+
+    rng = np.random.default_rng(3)
+    terms, objects, pairs = 400, 90, 300
+    vectors = torch.from_numpy(rng.normal(size=(objects, 1, D)).astype(np.float32))
+    batch = pairwise._Terms(
+        object_index=torch.from_numpy(rng.integers(0, objects, terms)),
+        query=torch.from_numpy(rng.normal(size=(terms, D)).astype(np.float32)),
+        winner=torch.from_numpy(rng.integers(0, terms, pairs)),
+        loser=torch.from_numpy(rng.integers(0, terms, pairs)),
+        weight=torch.from_numpy(rng.random(pairs).astype(np.float32)),
+        pushes=torch.from_numpy(rng.random(pairs) < 0.7),  # some skip-next pairs: their loser is held still
+    )
+    params = dataclasses.replace(PAIRWISE, metric=metric, pair_margin=0.05)
+    written = pairwise._gradient(vectors, batch, None, params)
+    tracked = vectors.clone().requires_grad_(True)
+    (expected,) = torch.autograd.grad(pairwise._loss(tracked, batch, None, params)[0], tracked)
+    assert float(expected.abs().max()) > 0.1  # a real gradient, not zeros on both sides
+    assert torch.allclose(written, expected, atol=1e-5, rtol=1e-4)
