@@ -20,7 +20,7 @@ own sessions, so what a run writes for a user does not depend on who else shares
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch  # noqa: TID253  the pairwise engine; imported only when a batch is adjusted under this rule
@@ -75,7 +75,7 @@ def train(
     for _ in range(params.iterations):
         gradient = _gradient(vectors, terms, touched.pad_mask, params)
         with torch.no_grad():
-            vectors = vectors - params.lr * gradient
+            vectors.sub_(gradient, alpha=params.lr)  # in place: ``vectors`` is this training's own clone
             apply_rails(vectors, touched.original, touched.original_norm, touched.mask, params)
     with torch.no_grad():
         final, final_norm = final_vectors(vectors.detach(), touched)
@@ -161,20 +161,50 @@ class _Terms:
     loser: torch.Tensor
     weight: torch.Tensor
     pushes: torch.Tensor
+    # Optional: the distinct queries (sessions × D) and each term's row among them. Without them every term
+    # is its own row of ``query``; with them the gradient sums over a session's queries, not its terms' copies.
+    session_query: torch.Tensor | None = None
+    term_session: torch.Tensor | None = None
+    _workspace: dict = field(default_factory=dict, repr=False)
 
     @classmethod
     def build(cls, pairs: _Pairs, queries: np.ndarray, params: AdjusterParams, device: torch.device) -> _Terms:
-        query = torch.from_numpy(np.ascontiguousarray(queries[pairs.term_session])).to(device)
+        session_query = torch.from_numpy(np.ascontiguousarray(queries)).to(device)
         if params.metric == "cosine":
-            query = query / query.norm(dim=-1, keepdim=True).clamp_min(_NORM_EPS)
+            session_query = session_query / session_query.norm(dim=-1, keepdim=True).clamp_min(_NORM_EPS)
         tensor = lambda array: torch.from_numpy(array).to(device)  # noqa: E731
+        term_session = tensor(pairs.term_session)
         return cls(
             tensor(pairs.term_object),
-            query,
+            session_query.index_select(0, term_session),
             tensor(pairs.winner),
             tensor(pairs.loser),
             tensor(pairs.weight),
             tensor(pairs.pushes),
+            session_query,
+            term_session,
+        )
+
+    def rows(self, flat: torch.Tensor) -> torch.Tensor:
+        """Each term's object row (terms × D), gathered into one buffer reused across steps: a fresh tensor of
+        this size costs its page faults every step (glibc maps allocations over 32 MB anew), ten times the copy."""
+        buffer = self._workspace.get("rows")
+        if buffer is None:
+            buffer = self._workspace["rows"] = flat.new_empty((len(self.object_index), flat.shape[1]))
+        return torch.index_select(flat, 0, self.object_index, out=buffer)
+
+    def query_sums(self, weights: torch.Tensor, objects: int) -> torch.Tensor:
+        """Per object Σ over its terms of weight · query (objects × D), as one ``embedding_bag`` over the
+        distinct queries: no (terms × D) product is built."""
+        if "order" not in self._workspace:
+            order = torch.argsort(self.object_index, stable=True)
+            counts = torch.bincount(self.object_index, minlength=objects)
+            sessions = self.term_session if self.term_session is not None else torch.arange(len(order))
+            self._workspace.update(order=order, offsets=torch.cumsum(counts, 0) - counts, bag=sessions[order])
+        table = self.session_query if self.session_query is not None else self.query
+        work = self._workspace
+        return torch.nn.functional.embedding_bag(
+            work["bag"], table, work["offsets"], mode="sum", per_sample_weights=weights[work["order"]]
         )
 
 
@@ -194,15 +224,15 @@ def _loss(
 def _gradient(
     vectors: torch.Tensor, terms: _Terms, part_mask: torch.Tensor | None, params: AdjusterParams
 ) -> torch.Tensor:
-    """∂loss/∂vectors: written out for one-part objects (most catalogues; the adjuster runs about a quarter
-    faster than through autograd, which still serves several parts' softmin)."""
+    """∂loss/∂vectors: written out for one-part objects (most catalogues; faster than autograd, which still
+    serves several parts' softmin)."""
     if vectors.shape[1] != 1:
         vectors = vectors.detach().requires_grad_(True)
         loss, _ = _loss(vectors, terms, part_mask, params)
         return torch.autograd.grad(loss, vectors)[0]
     with torch.no_grad():
-        rows = vectors[:, 0].index_select(0, terms.object_index)  # (terms × D)
-        similarity, d_similarity = _one_part_similarity(rows, terms.query, params.metric)
+        flat = vectors[:, 0]  # (objects × D)
+        similarity, scales = _one_part_terms(flat, terms, params.metric)
         tau = params.pair_temperature
         # ∂ℓ/∂gap = −sigmoid((m − gap)/τ); the winner's S gains it, a pushed loser's S loses it
         slope = terms.weight * torch.sigmoid(
@@ -210,22 +240,39 @@ def _gradient(
         )
         per_term = torch.zeros_like(similarity).index_add_(0, terms.winner, -slope)
         per_term.index_add_(0, terms.loser, torch.where(terms.pushes, slope, torch.zeros_like(slope)))
-        gradient = torch.zeros_like(vectors)
-        gradient[:, 0].index_add_(0, terms.object_index, per_term.unsqueeze(-1) * d_similarity)
-    return gradient
+        return _one_part_gradient(flat, terms, per_term, scales).unsqueeze(1)
 
 
-def _one_part_similarity(rows: torch.Tensor, query: torch.Tensor, metric: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per term s(q, r) and ∂s/∂r, for one-part rows (``_similarity``'s single-part case)."""
-    dots = (rows * query).sum(-1)
-    if metric == "cosine":
-        norm = rows.norm(dim=-1).clamp_min(_NORM_EPS)
-        similarity = dots / norm
-        return similarity, query / norm.unsqueeze(-1) - (similarity / norm**2).unsqueeze(-1) * rows
+def _one_part_terms(
+    flat: torch.Tensor, terms: _Terms, metric: str
+) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor] | None]:
+    """Per term s(q, r) and the two scalars of ∂s/∂r = α·q − β·r (None for dot, where ∂s/∂r = q): cosine
+    α = 1/|r|, β = s/|r|²; euclid α = β = 1/‖q − r‖. The norms of the rows are taken once per object."""
+    dots = torch.einsum("td,td->t", terms.rows(flat), terms.query)  # no (terms × D) temporary, unlike (a*b).sum
     if metric == "dot":
-        return dots, query
-    distance = ((rows * rows).sum(-1) - 2 * dots + (query * query).sum(-1)).clamp_min(_NORM_EPS).sqrt()
-    return -distance, (query - rows) / distance.unsqueeze(-1)
+        return dots, None
+    squared = torch.einsum("od,od->o", flat, flat).index_select(0, terms.object_index)
+    if metric == "cosine":
+        norm = squared.sqrt().clamp_min(_NORM_EPS)
+        similarity = dots / norm
+        return similarity, (1.0 / norm, similarity / norm**2)
+    query_squared = torch.einsum("td,td->t", terms.query, terms.query)
+    distance = (squared - 2 * dots + query_squared).clamp_min(_NORM_EPS).sqrt()
+    return -distance, (1.0 / distance, 1.0 / distance)
+
+
+def _one_part_gradient(
+    flat: torch.Tensor, terms: _Terms, per_term: torch.Tensor, scales: tuple[torch.Tensor, torch.Tensor] | None
+) -> torch.Tensor:
+    """Σ over an object's terms of ∂ℓ/∂s · ∂s/∂r. With ∂s/∂r = α·q − β·r and r the object's own row, that is
+    Σ(∂ℓ/∂s·α·q) − (Σ ∂ℓ/∂s·β)·r: the first sum over the distinct queries, the second a scalar per object."""
+    alpha = per_term if scales is None else per_term * scales[0]
+    gradient = terms.query_sums(alpha, flat.shape[0])
+    if scales is not None:
+        beta = torch.zeros(flat.shape[0], dtype=flat.dtype, device=flat.device)
+        beta.index_add_(0, terms.object_index, per_term * scales[1])
+        gradient.addcmul_(beta.unsqueeze(-1), flat, value=-1.0)
+    return gradient
 
 
 def _similarity(

@@ -195,26 +195,34 @@ def test_the_seed_rule_is_still_selectable_and_unchanged():
     assert min(moves) > 0.5 * max(moves) > 0
 
 
+@pytest.mark.parametrize("distinct_queries", [False, True])
 @pytest.mark.parametrize("metric", ["cosine", "dot", "euclid"])
-def test_the_written_out_gradient_of_one_part_objects_is_autograds(metric):
+def test_the_written_out_gradient_of_one_part_objects_is_autograds(metric, distinct_queries):
     import torch
 
     from improvement.learning import pairwise
 
     rng = np.random.default_rng(3)
-    terms, objects, pairs = 400, 90, 300
+    terms, objects, pairs, sessions = 400, 90, 300, 40
     vectors = torch.from_numpy(rng.normal(size=(objects, 1, D)).astype(np.float32))
+    session_query = torch.from_numpy(rng.normal(size=(sessions, D)).astype(np.float32))
+    term_session = torch.from_numpy(rng.integers(0, sessions, terms))
     batch = pairwise._Terms(
         object_index=torch.from_numpy(rng.integers(0, objects, terms)),
-        query=torch.from_numpy(rng.normal(size=(terms, D)).astype(np.float32)),
+        query=session_query[term_session],
         winner=torch.from_numpy(rng.integers(0, terms, pairs)),
         loser=torch.from_numpy(rng.integers(0, terms, pairs)),
         weight=torch.from_numpy(rng.random(pairs).astype(np.float32)),
         pushes=torch.from_numpy(rng.random(pairs) < 0.7),  # some skip-next pairs: their loser is held still
+        # the gradient sums each object's queries over the sessions' distinct rows, or over every term's own
+        session_query=session_query if distinct_queries else None,
+        term_session=term_session if distinct_queries else None,
     )
     params = dataclasses.replace(PAIRWISE, metric=metric, pair_margin=0.05)
     written = pairwise._gradient(vectors, batch, None, params)
+    again = pairwise._gradient(vectors, batch, None, params)  # the reused buffers give the same step
     tracked = vectors.clone().requires_grad_(True)
     (expected,) = torch.autograd.grad(pairwise._loss(tracked, batch, None, params)[0], tracked)
     assert float(expected.abs().max()) > 0.1  # a real gradient, not zeros on both sides
     assert torch.allclose(written, expected, atol=1e-5, rtol=1e-4)
+    assert torch.equal(written, again)
