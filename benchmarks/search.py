@@ -43,6 +43,9 @@ DATA_ROOT = ROOT / ".studio" / "bench-search"
 DIM = 384
 CLUSTERS = 200
 NOISE = 0.04  # per-dimension noise around a unit-length cluster centre: clusters overlap at their edges
+SUBCLUSTERS = 100  # --data nested: topics per cluster, and the per-dimension noise of topics and of points
+NESTED_TOPIC_NOISE = 0.03
+NESTED_POINT_NOISE = 0.025
 SEED = 20240611
 CATALOGUE_VERSION = 1
 USER = "bench-user"
@@ -78,16 +81,30 @@ def percentile(values: list[float], q: float) -> float:
 # --- data -----------------------------------------------------------------------------------------
 
 
-def generate_catalogue(n: int) -> tuple[np.ndarray, np.ndarray]:
-    """Unit vectors around CLUSTERS random centres (deterministic), and each one's cluster."""
+def generate_catalogue(n: int, data: str = "isotropic") -> tuple[np.ndarray, np.ndarray]:
+    """Unit vectors around CLUSTERS random centres (deterministic), and each one's cluster.
+
+    ``isotropic`` (the targets' data set): each point is its centre plus noise in all 384 dimensions, so inside a
+    cluster every point is about as far from every other — at a million (5,000 per cluster) the "nearest"
+    neighbours are near-ties, the hardest case for any approximate index. ``nested``: each cluster holds
+    SUBCLUSTERS topics and each point sits near its topic's centre, so a point has a neighbourhood (about 50
+    points at cosine ≈ 0.85 at a million, its cluster at ≈ 0.6, the rest ≈ 0), closer to what text embeddings look
+    like."""
     rng = np.random.default_rng(SEED)
     centres = rng.standard_normal((CLUSTERS, DIM), dtype=np.float32)
     centres /= np.linalg.norm(centres, axis=1, keepdims=True)
     labels = rng.integers(CLUSTERS, size=n)
+    if data == "nested":
+        topics = np.repeat(centres, SUBCLUSTERS, axis=0)
+        topics += NESTED_TOPIC_NOISE * rng.standard_normal(topics.shape, dtype=np.float32)
+        anchors = topics[labels * SUBCLUSTERS + rng.integers(SUBCLUSTERS, size=n)]
+        noise = NESTED_POINT_NOISE
+    else:
+        anchors, noise = centres[labels], NOISE
     vectors = np.empty((n, DIM), dtype=np.float32)
     for start in range(0, n, 10_000):
         stop = min(n, start + 10_000)
-        block = centres[labels[start:stop]] + NOISE * rng.standard_normal((stop - start, DIM), dtype=np.float32)
+        block = anchors[start:stop] + noise * rng.standard_normal((stop - start, DIM), dtype=np.float32)
         vectors[start:stop] = block / np.linalg.norm(block, axis=1, keepdims=True)
     return vectors, labels
 
@@ -97,7 +114,9 @@ def payload_of(i: int, label: int) -> dict:
     return {"cluster": int(label), "bucket": i % 10, "group": i % 40, "tag": i % 1000}
 
 
-def ensure_catalogue(n: int, vectors: np.ndarray, labels: np.ndarray, data_dir: Path) -> float | None:
+def ensure_catalogue(
+    n: int, vectors: np.ndarray, labels: np.ndarray, data_dir: Path, data: str = "isotropic"
+) -> float | None:
     """Load the catalogue unless this data dir already holds it; returns load seconds (None when cached)."""
     from django.db import connection
 
@@ -106,6 +125,8 @@ def ensure_catalogue(n: int, vectors: np.ndarray, labels: np.ndarray, data_dir: 
 
     marker = data_dir / "catalogue.json"
     wanted = {"objects": n, "dim": DIM, "seed": SEED, "version": CATALOGUE_VERSION}
+    if data != "isotropic":
+        wanted["data"] = data
     if marker.exists() and json.loads(marker.read_text()) == wanted and Object.objects.count() == n:
         return None
     print(f"loading {n} objects × {DIM} (kept under {data_dir} for later runs) …", file=sys.stderr, flush=True)
@@ -136,11 +157,11 @@ def ensure_catalogue(n: int, vectors: np.ndarray, labels: np.ndarray, data_dir: 
     return seconds
 
 
-def make_queries(vectors: np.ndarray, count: int) -> np.ndarray:
-    """Query vectors near catalogue objects (another draw of the same noise), deterministic."""
+def make_queries(vectors: np.ndarray, count: int, noise: float = NOISE) -> np.ndarray:
+    """Query vectors near catalogue objects (another draw of the catalogue's point noise), deterministic."""
     rng = np.random.default_rng(SEED + 1)
     picks = rng.choice(len(vectors), size=count, replace=False)
-    queries = vectors[picks] + NOISE * rng.standard_normal((count, DIM), dtype=np.float32)
+    queries = vectors[picks] + noise * rng.standard_normal((count, DIM), dtype=np.float32)
     return queries / np.linalg.norm(queries, axis=1, keepdims=True)
 
 
@@ -400,12 +421,20 @@ def main() -> int:
         default="512MB",
         help="shared_buffers of the benchmark's own PostgreSQL ('default': the embedded 128MB)",
     )
+    parser.add_argument(
+        "--data",
+        choices=("isotropic", "nested"),
+        default="isotropic",
+        help="generated catalogue: isotropic clusters (the targets' data set) or nested topics (generate_catalogue)",
+    )
     args = parser.parse_args()
     objects = args.objects or (20_000 if args.quick else 100_000)
     runs = args.runs or (3 if args.quick else 5)
     query_count = args.queries or (100 if args.quick else 200)
 
     data_dir = DATA_ROOT / ("quick" if objects == 20_000 else "full" if objects == 100_000 else f"n{objects}")
+    if args.data != "isotropic":
+        data_dir = data_dir.with_name(f"{data_dir.name}-{args.data}")
     data_dir.mkdir(parents=True, exist_ok=True)
     os.environ["STUDIO_DATA_DIR"] = str(data_dir)
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "studio.config.settings")
@@ -430,9 +459,9 @@ def main() -> int:
             raise SystemExit("run with the default STUDIO_METRIC=cosine and STUDIO_EMBEDDING_DIM=384")
         shared_buffers = set_shared_buffers(args.shared_buffers)
         call_command("migrate", verbosity=0)
-        vectors, labels = generate_catalogue(objects)
-        load_seconds = ensure_catalogue(objects, vectors, labels, data_dir)
-        queries = make_queries(vectors, query_count)
+        vectors, labels = generate_catalogue(objects, args.data)
+        load_seconds = ensure_catalogue(objects, vectors, labels, data_dir, args.data)
+        queries = make_queries(vectors, query_count, NESTED_POINT_NOISE if args.data == "nested" else NOISE)
         copies = write_copies(vectors, queries)
         truth = [exact_top(vectors, copies, query, K) for query in queries]
         truth_no_copies = [exact_top(vectors, {}, query, K) for query in queries]
@@ -510,6 +539,7 @@ def main() -> int:
 
         result = {
             "objects": objects,
+            "data": args.data,
             "p50_ms_vector": median_of("vector_p50"),
             "p95_ms_vector": median_of("vector_p95"),
             "p50_ms_text": median_of("text_p50"),
