@@ -199,7 +199,9 @@ class _Terms:
         if "order" not in self._workspace:
             order = torch.argsort(self.object_index, stable=True)
             counts = torch.bincount(self.object_index, minlength=objects)
-            sessions = self.term_session if self.term_session is not None else torch.arange(len(order))
+            sessions = self.term_session
+            if sessions is None:  # every term its own row of ``query``
+                sessions = torch.arange(len(order), device=order.device)
             self._workspace.update(order=order, offsets=torch.cumsum(counts, 0) - counts, bag=sessions[order])
         table = self.session_query if self.session_query is not None else self.query
         work = self._workspace
