@@ -14,7 +14,10 @@ as a user without copies (``*_no_copies``: a new user, the common case). Figures
 recall@10 compares the API's pages with the exact personalized ranking computed in numpy in the same run
 (checked against ``search_objects(exact=True)`` on a sample).
 ``--filters`` adds in-process timings of exact vs index paths for filters of several selectivities
-(the evidence for ``studio.catalogue.search.exact_filter_threshold``).
+(the evidence for ``studio.catalogue.search.exact_filter_threshold``). ``--data nested`` generates a catalogue
+whose points have neighbourhoods (topics inside clusters) instead of the targets' isotropic clusters, kept under
+its own data dir (``generate_catalogue``); ``STUDIO_HNSW_M`` / ``STUDIO_HNSW_EF_CONSTRUCTION`` set the index a
+fresh load builds (delete the data dir's ``catalogue.json`` to rebuild).
 
 Targets (DESIGN §7 v2, 2-core machine): a user without copies p50 ≤ 8 ms and API / bare SQL ≤ 1.8; a user at
 the copy cap p50 ≤ 15 ms; recall@10 ≥ 0.95.
