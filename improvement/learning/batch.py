@@ -485,10 +485,12 @@ def similarities(
     pair_key: np.ndarray,
     key_vectors: Sequence[np.ndarray],
     metric: str,
-    chunk: int = 32768,
+    chunk: int = 4096,
 ) -> np.ndarray:
     """Per (session, object) pair, the object's similarity to the session's query: the best over its
-    parts of cosine | dot | −euclidean, as search ranks (an object is as close as its closest part)."""
+    parts of cosine | dot | −euclidean, as search ranks (an object is as close as its closest part).
+    ``chunk`` rows at a time: 4,096 × 384 floats stay inside the allocator's reused heap, where 32,768 rows (50 MB
+    per gathered matrix) were mapped and page-faulted anew each time (a 2,000-session batch: 30 → 21 ms a call)."""
     if len(pair_session) == 0:
         return np.zeros(0, dtype=np.float32)
     counts = np.fromiter((len(v) for v in key_vectors), dtype=np.int64, count=len(key_vectors))
