@@ -64,7 +64,13 @@ def train(
 ) -> Outcome:
     """One training over the sessions not failed: lay out the pairs, step, check and measure the result."""
     torch.manual_seed(params.seed)
-    pairs = lay_out_pairs(sessions, failed, eta=params.position_bias_eta, next_weight=params.pair_next_weight)
+    pairs = lay_out_pairs(
+        sessions,
+        failed,
+        eta=params.position_bias_eta,
+        next_weight=params.pair_next_weight,
+        push_depth=params.pair_push_depth,
+    )
     metrics = zero_metrics()
     if pairs is None:
         return empty_outcome(start_all, metrics)
@@ -90,14 +96,19 @@ def train(
 
 
 def lay_out_pairs(
-    sessions: list[SessionExample], failed: dict[int, str], *, eta: float, next_weight: float = 0.0
+    sessions: list[SessionExample],
+    failed: dict[int, str],
+    *,
+    eta: float,
+    next_weight: float = 0.0,
+    push_depth: int | None = None,
 ) -> _Pairs | None:
     """The preferences of the sessions not failed, weighted; None when there is none."""
     raw = [
         (si, *pair)
         for si in range(len(sessions))
         if si not in failed
-        for pair in session_pairs(sessions[si], eta, next_weight=next_weight)
+        for pair in session_pairs(sessions[si], eta, next_weight=next_weight, push_depth=push_depth)
     ]
     if not raw:
         return None
@@ -121,7 +132,7 @@ def lay_out_pairs(
 
 
 def session_pairs(
-    session: SessionExample, eta: float, *, next_weight: float = 0.0
+    session: SessionExample, eta: float, *, next_weight: float = 0.0, push_depth: int | None = None
 ) -> list[tuple[int, int, float, bool]]:
     """One session's preferences ``(clicked, other, weight, pushes)``: each clicked object over each negative
     shown above it (all negatives when positions are not known), weighted ``event weight · (position + 1)^η``
@@ -135,15 +146,28 @@ def session_pairs(
         if eta > 0 and position is not None:
             weight *= (position + 1) ** eta
         losers = [
-            n
+            (
+                n,
+                _pushes(
+                    position, None if session.negative_positions is None else session.negative_positions[j], push_depth
+                ),
+            )
             for j, n in enumerate(session.negatives)
             if position is None or session.negative_positions is None or session.negative_positions[j] < position
         ]
-        pairs.extend((int(clicked), int(n), weight / len(losers), True) for n in losers)
+        pairs.extend((int(clicked), int(n), weight / len(losers), pushes) for n, pushes in losers)
         below = None if session.next_skipped is None else session.next_skipped[k]
         if next_weight > 0 and below is not None:
             pairs.append((int(clicked), int(below), weight * next_weight, False))
     return pairs
+
+
+def _pushes(position: int | None, negative_position: int | None, push_depth: int | None) -> bool:
+    """Whether a skipped result is pushed down (else only the click is lifted over it): all are, unless
+    ``push_depth`` limits it to those at most that many places above the click."""
+    if push_depth is None or position is None or negative_position is None:
+        return True
+    return position - int(negative_position) <= push_depth
 
 
 def _user_key(session: SessionExample, index: int) -> tuple:

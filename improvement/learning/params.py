@@ -35,6 +35,7 @@ class AdjusterParams:
     pair_temperature: float = 0.02  # pairwise: temperature of the logistic preference loss
     pair_margin: float = 0.0  # pairwise: the preference holds once S(c) - S(n) exceeds this
     pair_next_weight: float = 0.0  # pairwise: weight of "clicked over the unclicked result right below it"; 0 = off
+    pair_push_depth: int | None = None  # pairwise: push down only the skipped results this close above a click
     max_norm_ratio: float | None = None  # pairwise under dot/euclid: norm within [1/r, r] × the original's
 
     def __post_init__(self):
@@ -46,6 +47,8 @@ class AdjusterParams:
             raise ValueError("pair_temperature must be > 0")
         if self.pair_next_weight < 0:
             raise ValueError("pair_next_weight must be >= 0")
+        if self.pair_push_depth is not None and self.pair_push_depth < 0:
+            raise ValueError("pair_push_depth must be >= 0 or None")
         if self.max_norm_ratio is not None and not self.max_norm_ratio >= 1:
             raise ValueError("max_norm_ratio must be >= 1 or None")
         if self.iterations < 0:
@@ -77,6 +80,7 @@ class AdjusterParams:
             "pair_temperature": settings.IMPROVEMENT_PAIR_TEMPERATURE,
             "pair_margin": settings.IMPROVEMENT_PAIR_MARGIN,
             "pair_next_weight": settings.IMPROVEMENT_PAIR_NEXT_WEIGHT,
+            "pair_push_depth": settings.IMPROVEMENT_PAIR_PUSH_DEPTH,
             "max_norm_ratio": settings.IMPROVEMENT_MAX_NORM_RATIO if settings.IMPROVEMENT_RULE == "pairwise" else None,
             "weight_decay": settings.IMPROVEMENT_WEIGHT_DECAY,
             "iterations": settings.IMPROVEMENT_ITERATIONS,

@@ -268,6 +268,8 @@ IMPROVEMENT_PAIR_TEMPERATURE = env.float("IMPROVEMENT_PAIR_TEMPERATURE", default
 IMPROVEMENT_PAIR_MARGIN = env.float("IMPROVEMENT_PAIR_MARGIN", default=0.0)
 # Weight of the weak "skip next" preference (a click lifted over the unclicked result right below it); 0 = off.
 IMPROVEMENT_PAIR_NEXT_WEIGHT = env.float("IMPROVEMENT_PAIR_NEXT_WEIGHT", default=0.5)
+_push_depth = env.str("IMPROVEMENT_PAIR_PUSH_DEPTH", default="").strip()
+IMPROVEMENT_PAIR_PUSH_DEPTH = int(_push_depth) if _push_depth else None  # empty: every skipped result above
 IMPROVEMENT_MAX_NORM_RATIO = env.float("IMPROVEMENT_MAX_NORM_RATIO", default=1.25)
 IMPROVEMENT_HALF_LIFE_DAYS = env.float("IMPROVEMENT_HALF_LIFE_DAYS", default=30.0)
 IMPROVEMENT_MAX_COPIES_PER_USER = env.int("IMPROVEMENT_MAX_COPIES_PER_USER", default=1000)

@@ -86,6 +86,26 @@ def test_skip_next_adds_a_weak_pair_over_the_unclicked_result_right_below_each_c
     assert session_pairs(below_last, eta=1.0, next_weight=0.25)[-1] == (3, 4, 2.0, False)
 
 
+def test_push_depth_keeps_every_pair_and_pushes_only_the_results_close_above_the_click():
+    session = click_at(4, query=np.ones(D, np.float32))
+    every = session_pairs(session, eta=0.0)
+    near = session_pairs(session, eta=0.0, push_depth=1)
+    assert [p[:3] for p in near] == [p[:3] for p in every]  # the same preferences, the same weights
+    assert [p[3] for p in near] == [False, False, False, True]  # only position 3, right above the click, is pushed
+    assert [p[3] for p in session_pairs(session, eta=0.0, push_depth=0)] == [False] * 4  # lift the click only
+
+    rng = np.random.default_rng(5)
+    query = unit(rng.normal(size=D))
+    objects = page(rng, query)
+    result = adjust(objects=objects, sessions=[click_at(6, query=query)], params=PAIRWISE.with_(pair_push_depth=2))
+    before = [cosine(query, o.start) for o in objects]
+    after = [cosine(query, v) for v in result.vectors]
+    assert after[:4] == pytest.approx(before[:4], abs=1e-7)  # four and more places above: held still
+    assert after[4] < before[4] and after[5] < before[5]  # the two right above the click: pushed down
+    assert after[6] > max(after[:6])  # and the preference over every skipped result still holds
+    assert result.changed == [False] * 4 + [True] * 3 + [False] * 3
+
+
 def test_skip_next_lifts_a_first_result_click_and_moves_nothing_else():
     rng = np.random.default_rng(3)
     query = unit(rng.normal(size=D))
