@@ -11,9 +11,11 @@ uses one binary ``COPY`` built with numpy instead of a row per vector.
 
 from __future__ import annotations
 
+import itertools
 import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
+from operator import itemgetter
 
 import numpy as np
 import psycopg
@@ -98,21 +100,25 @@ class StoredVectors:
 
 
 def _group_parts(rows: list, key_of, dim: int, *, more_fields=None) -> dict:
-    """Rows ordered by owner then part index → {key: StoredVectors} (one stack for all vectors)."""
+    """Rows ``(owner pk, part index, …, is_average, vector)`` in any order → {key: StoredVectors}, parts in
+    index order (one stack for all vectors). Sorting here, not in SQL: PostgreSQL would sort the wide rows,
+    vectors included, and spill them to disk (85 ms of a 220 ms read of 18,000 originals)."""
+    if not rows:
+        return {}
+    rows.sort(key=itemgetter(0, 1))
     matrix = stack_vectors([row[-1] for row in rows], dim)
     averages = np.fromiter((bool(row[-2]) for row in rows), dtype=bool, count=len(rows))
+    owners = np.fromiter((row[0] for row in rows), dtype=np.int64, count=len(rows))
+    bounds = np.concatenate(([0], np.flatnonzero(np.diff(owners)) + 1, [len(rows)])).tolist()
     grouped: dict = {}
-    start = 0
-    for end in range(1, len(rows) + 1):
-        if end == len(rows) or rows[end][0] != rows[start][0]:
-            row = rows[start]
-            grouped[key_of(row)] = StoredVectors(
-                pk=int(row[0]),
-                vectors=matrix[start:end],
-                is_average=averages[start:end],
-                **(more_fields(row) if more_fields else {}),
-            )
-            start = end
+    for start, end in itertools.pairwise(bounds):
+        row = rows[start]
+        grouped[key_of(row)] = StoredVectors(
+            pk=int(row[0]),
+            vectors=matrix[start:end],
+            is_average=averages[start:end],
+            **(more_fields(row) if more_fields else {}),
+        )
     return grouped
 
 
@@ -122,14 +128,14 @@ def original_vectors(*, object_ids: Sequence[str]) -> dict[str, StoredVectors]:
         return {}
     with binary_cursor() as cursor:
         cursor.execute(
-            "SELECT o.id, o.object_id, o.updated_at, p.is_average, p.vector FROM studio_object o "
+            "SELECT o.id, p.index, o.object_id, o.updated_at, p.is_average, p.vector FROM studio_object o "
             "JOIN studio_objectpart p ON p.object_id = o.id "
-            "WHERE o.object_id = ANY(%b::text[]) ORDER BY o.id, p.index",
+            "WHERE o.object_id = ANY(%b::text[])",
             [list(object_ids)],
         )
         rows = cursor.fetchall()
     return _group_parts(
-        rows, lambda row: row[1], settings.STUDIO_EMBEDDING_DIM, more_fields=lambda row: {"version": row[2]}
+        rows, lambda row: row[2], settings.STUDIO_EMBEDDING_DIM, more_fields=lambda row: {"version": row[3]}
     )
 
 
@@ -150,19 +156,18 @@ def user_copy_vectors(*, keys: Sequence[tuple[str, int]]) -> dict[tuple[str, int
         return {}
     with binary_cursor() as cursor:
         cursor.execute(
-            "SELECT po.id, po.user_id, po.original_id, po.updated_at, pp.is_average, pp.vector::vector "
+            "SELECT po.id, pp.index, po.user_id, po.original_id, po.updated_at, pp.is_average, pp.vector::vector "
             "FROM unnest(%b::text[], %b::bigint[]) AS k(user_id, original_id) "
             "JOIN studio_personalizedobject po ON po.original_id = k.original_id AND po.user_id = k.user_id "
-            "JOIN studio_personalizedpart pp ON pp.personalized_id = po.id "
-            "ORDER BY po.id, pp.index",
+            "JOIN studio_personalizedpart pp ON pp.personalized_id = po.id",
             [[user for user, _ in keys], [int(pk) for _, pk in keys]],
         )
         rows = cursor.fetchall()
     return _group_parts(
         rows,
-        lambda row: (row[1], int(row[2])),
+        lambda row: (row[2], int(row[3])),
         settings.STUDIO_EMBEDDING_DIM,
-        more_fields=lambda row: {"taught_at": row[3]},
+        more_fields=lambda row: {"taught_at": row[4]},
     )
 
 

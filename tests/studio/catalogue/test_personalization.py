@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 
 from studio.catalogue import personalization, services
 from studio.models import Object, ObjectPart, PersonalizedObject, PersonalizedPart
@@ -46,6 +46,20 @@ def test_original_vectors_round_trip_exact_float32(db):
         np.testing.assert_array_equal(found[oid].vectors, vectors[oid])
         assert found[oid].pk == Object.objects.get(object_id=oid).pk
         assert found[oid].is_average.tolist() == [False, False, False]
+
+
+def test_parts_come_back_in_index_order_whatever_order_the_table_holds_them_in(db):
+    rng = np.random.default_rng(2)
+    vectors = _load(rng, ["a", "b"], parts=3)
+    # An UPDATE writes a new row version at the end of the heap: a scan now meets part 0 of "a" last.
+    first = ObjectPart.objects.get(object__object_id="a", index=0)
+    ObjectPart.objects.filter(pk=first.pk).update(is_average=False)
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT object_id, index FROM studio_objectpart")  # heap order
+        assert cursor.fetchall()[-1] == (first.object_id, 0)  # the table really is out of index order
+    found = personalization.original_vectors(object_ids=["b", "a"])
+    for oid in ("a", "b"):
+        np.testing.assert_array_equal(found[oid].vectors, vectors[oid])
 
 
 def test_a_copy_taught_again_is_updated_in_place(db):
