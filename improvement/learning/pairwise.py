@@ -136,26 +136,29 @@ def session_pairs(
 ) -> list[tuple[int, int, float, bool]]:
     """One session's preferences ``(clicked, other, weight, pushes)``: each clicked object over each negative
     shown above it (all negatives when positions are not known), weighted ``event weight · (position + 1)^η``
-    shared among that click's pairs, the negative pushed away; and, when ``next_weight`` > 0, over the unclicked
-    object shown right below it, with that weight times ``next_weight``, lifting the click only (Joachims'
-    "click > skip next": the only evidence a first-result click gives, too weak to push anything down)."""
+    shared among that click's pairs, the negative pushed away (with ``push_depth``, only those at most that many
+    places above the click; the click is still lifted over the others); and, when ``next_weight`` > 0, over the
+    unclicked object shown right below it, with that weight times ``next_weight``, lifting the click only
+    (Joachims' "click > skip next": the only evidence a first-result click gives, too weak to push anything down)."""
     pairs = []
     for k, clicked in enumerate(session.clicked):
         position = None if session.clicked_positions is None else int(session.clicked_positions[k])
         weight = 1.0 if session.clicked_weights is None else float(session.clicked_weights[k])
         if eta > 0 and position is not None:
             weight *= (position + 1) ** eta
+        shown_at = session.negative_positions
         losers = [
-            (
-                n,
-                _pushes(
-                    position, None if session.negative_positions is None else session.negative_positions[j], push_depth
-                ),
-            )
-            for j, n in enumerate(session.negatives)
-            if position is None or session.negative_positions is None or session.negative_positions[j] < position
+            j for j in range(len(session.negatives)) if position is None or shown_at is None or shown_at[j] < position
         ]
-        pairs.extend((int(clicked), int(n), weight / len(losers), pushes) for n, pushes in losers)
+        pairs.extend(
+            (
+                int(clicked),
+                int(session.negatives[j]),
+                weight / len(losers),
+                _pushes(position, None if shown_at is None else shown_at[j], push_depth),
+            )
+            for j in losers
+        )
         below = None if session.next_skipped is None else session.next_skipped[k]
         if next_weight > 0 and below is not None:
             pairs.append((int(clicked), int(below), weight * next_weight, False))
