@@ -51,12 +51,15 @@ def test_original_vectors_round_trip_exact_float32(db):
 def test_parts_come_back_in_index_order_whatever_order_the_table_holds_them_in(db):
     rng = np.random.default_rng(2)
     vectors = _load(rng, ["a", "b"], parts=3)
-    # An UPDATE writes a new row version at the end of the heap: a scan now meets part 0 of "a" last.
-    first = ObjectPart.objects.get(object__object_id="a", index=0)
-    ObjectPart.objects.filter(pk=first.pk).update(is_average=False)
+    # Rewrite the table's rows in reverse order: the rows deleted stay on their pages until a vacuum (this
+    # transaction is still open), so the rows inserted again follow them in the order given.
     with connection.cursor() as cursor:
+        cursor.execute("CREATE TEMP TABLE reversed_parts AS SELECT * FROM studio_objectpart")
+        cursor.execute("DELETE FROM studio_objectpart")
+        cursor.execute("INSERT INTO studio_objectpart SELECT * FROM reversed_parts ORDER BY object_id DESC, index DESC")
         cursor.execute("SELECT object_id, index FROM studio_objectpart")  # heap order
-        assert cursor.fetchall()[-1] == (first.object_id, 0)  # the table really is out of index order
+        heap_order = cursor.fetchall()
+    assert heap_order == sorted(heap_order, reverse=True)  # the table really is out of index order
     found = personalization.original_vectors(object_ids=["b", "a"])
     for oid in ("a", "b"):
         np.testing.assert_array_equal(found[oid].vectors, vectors[oid])
