@@ -51,7 +51,8 @@ def sessions(db):
         "/admin/clickstream/session/",
         "/admin/clickstream/session/?improvement_status__exact=pending&is_irrelevant__exact=0",
         "/admin/clickstream/session/?q=u1",
-        "/admin/clickstream/session/?received_at__gte=2000-01-01",
+        # the form Django's date filter links to: an aware datetime (a bare date would be naive)
+        "/admin/clickstream/session/?received_at__gte=2000-01-01+00%3A00%3A00%2B00%3A00",
         "/admin/clickstream/event/",
         "/admin/clickstream/event/?q=s3",
     ],
