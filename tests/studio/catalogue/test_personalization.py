@@ -54,9 +54,9 @@ def test_parts_come_back_in_index_order_whatever_order_the_table_holds_them_in(d
     # Rewrite the table's rows in reverse order: the rows deleted stay on their pages until a vacuum (this
     # transaction is still open), so the rows inserted again follow them in the order given.
     with connection.cursor() as cursor:
-        cursor.execute("CREATE TEMP TABLE reversed_parts AS SELECT * FROM studio_objectpart")
+        cursor.execute("CREATE TEMP TABLE parts_copy AS SELECT * FROM studio_objectpart")
         cursor.execute("DELETE FROM studio_objectpart")
-        cursor.execute("INSERT INTO studio_objectpart SELECT * FROM reversed_parts ORDER BY object_id DESC, index DESC")
+        cursor.execute("INSERT INTO studio_objectpart SELECT * FROM parts_copy ORDER BY object_id DESC, index DESC")
         cursor.execute("SELECT object_id, index FROM studio_objectpart")  # heap order
         heap_order = cursor.fetchall()
     assert heap_order == sorted(heap_order, reverse=True)  # the table really is out of index order
