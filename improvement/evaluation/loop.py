@@ -141,6 +141,7 @@ def arm_parameters(arm: Arm) -> dict:
         "IMPROVEMENT_SHARED_MIN_USERS",
         "IMPROVEMENT_SHARED_SKIP_WEIGHT",
         "IMPROVEMENT_SHARED_BORROW_SIMILARITY",
+        "IMPROVEMENT_SHARED_QUERY_SHIFT",
     )
     values = {key: getattr(settings, key) for key in keys}
     values.update(arm.overrides)

@@ -36,10 +36,10 @@ STAGE_ONE: list[tuple[str, dict]] = [
     ("pair temperature 0.05", {"IMPROVEMENT_PAIR_TEMPERATURE": 0.05}),
     ("eta 1", {"IMPROVEMENT_POSITION_BIAS_ETA": 1.0}),
     ("drift cap 0.1", {"IMPROVEMENT_MAX_DRIFT": 0.1}),
-    ("shared max offset 0.02", {"IMPROVEMENT_SHARED_MAX_OFFSET": 0.02}),
     ("shared max offset 0.1", {"IMPROVEMENT_SHARED_MAX_OFFSET": 0.1}),
     ("shared skip weight 0", {"IMPROVEMENT_SHARED_SKIP_WEIGHT": 0.0}),
-    ("shared skip weight 1", {"IMPROVEMENT_SHARED_SKIP_WEIGHT": 1.0}),
+    ("shared query shift 0", {"IMPROVEMENT_SHARED_QUERY_SHIFT": 0.0}),
+    ("shared query shift 0.1", {"IMPROVEMENT_SHARED_QUERY_SHIFT": 0.1}),
 ]
 SWEEP_DATASETS = ("movielens", "beir:" + str(Path(settings.BASE_DIR).parent / "shared" / "data" / "cisi"))
 # Summed Δ NDCG@10 (over every view of both data sets) a change must add to replace the defaults.

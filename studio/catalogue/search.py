@@ -24,6 +24,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+import numpy as np
 import psycopg
 from django.conf import settings
 from django.db import connection, transaction
@@ -325,10 +326,24 @@ def search_objects(
     if shared_query:
         ranking.shared = True
         ranking.params.update(shared_tier.offset_params(query=shared_query))
+        _shift_query(ranking, query_vector=query_vector)
     if filter:
         _plan_filter(ranking, filter)
     rows = _rank(ranking)
     return SearchResult(hits=_page_hits(rows, offset=offset, limit=limit, metric=metric), meta=ranking.meta)
+
+
+def _shift_query(ranking: _Ranking, *, query_vector: Sequence[float]) -> None:
+    """Rank for the query as the shared tier moved it (``shared_tier.shifted_query``), if it did; the meta says
+    how far (the cosine distance between the two)."""
+    metric = ranking.meta["metric"]
+    moved = shared_tier.shifted_query(query_vector=query_vector, params=ranking.params, op=ranking.op, metric=metric)
+    if moved is None:
+        return
+    ranking.params["q"] = vector_literal(moved)
+    original = np.asarray(query_vector, dtype=np.float64)
+    cosine = float(moved @ original / (np.linalg.norm(moved) * np.linalg.norm(original)))
+    ranking.meta["shared_query_shift"] = round(1.0 - cosine, 6)
 
 
 @dataclass

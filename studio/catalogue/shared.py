@@ -19,10 +19,12 @@ transaction-scoped advisory lock per query: two runs never update the same (quer
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+import numpy as np
 from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
@@ -224,20 +226,67 @@ _BORROWED_KEY = f"""
 """
 
 
-def offsets_sql(*, borrow: bool) -> str:
+_AGE_SECONDS = "greatest(extract(epoch FROM now() - e.updated_at), 0)"
+# The query shift's weights age in whole days: a shift that moved with every second would move every distance
+# of the page a little between two searches and could reorder near-ties although nobody taught anything.
+_AGE_WHOLE_DAYS = f"floor({_AGE_SECONDS} / 86400) * 86400"
+
+
+def offsets_sql(*, borrow: bool, whole_days: bool = False) -> str:
     """The offsets of one query, as search applies them (bound parameters: ``offset_params`` and, to borrow,
-    the query vector ``q``)."""
+    the query vector ``q``). ``whole_days``: their age counted in whole days (the query shift's weights)."""
     key = _BORROWED_KEY if borrow else _EXACT_KEY
     return f"""
     SELECT e.object_id AS oid,
            k.w * greatest(-%(shared_max)s, least(%(shared_max)s,
                %(shared_weight)s * %(shared_max)s * e.evidence / (sq.voters + 1)))
-           * power(0.5, greatest(extract(epoch FROM now() - e.updated_at), 0) / %(shared_half_life)s) AS off
+           * power(0.5, {_AGE_WHOLE_DAYS if whole_days else _AGE_SECONDS} / %(shared_half_life)s) AS off
     FROM ({key}) AS k
     JOIN studio_sharedevidence e ON e.query = k.query
     JOIN studio_sharedquery sq ON sq.query = k.query
     WHERE e.users >= %(shared_min_users)s AND e.evidence <> 0
 """
+
+
+def _shift_rows_sql(*, op: str) -> str:
+    """Each offset of the query (ages in whole days) with its object's part nearest to the query, by object."""
+    return f"""
+    WITH offsets AS ({offsets_sql(borrow=borrowing_on(), whole_days=True)})
+    SELECT s.off, (SELECT p.vector::text FROM studio_objectpart p WHERE p.object_id = s.oid
+                   ORDER BY p.vector {op} %(q)s::vector, p.id LIMIT 1)
+    FROM offsets s ORDER BY s.oid
+"""
+
+
+def shifted_query(*, query_vector: Sequence[float], params: dict, op: str, metric: str) -> np.ndarray | None:
+    """The query moved toward what its shared offsets promote and away from what they demote (a Rocchio step
+    learned from everyone's clicks), or None when the shift is off or the query has no offsets:
+
+        q' = q + shift · Σ_o w_o (v_o − q) / max(1, Σ_o |w_o|),   w_o = offset(q, o) / max_offset ∈ [−1, 1]
+
+    ``v_o`` is the object's part nearest to the query. Under cosine and dot the step is taken between unit
+    vectors and the result keeps the query's length; under euclid, between the vectors themselves. Derived from
+    the offsets alone, it inherits their minimum of users, their decay and their exact forgetting."""
+    shift = float(settings.IMPROVEMENT_SHARED_QUERY_SHIFT)
+    if shift <= 0:
+        return None
+    with connection.cursor() as cursor:
+        cursor.execute(_shift_rows_sql(op=op), params)
+        rows = [(float(off), vector) for off, vector in cursor.fetchall() if off and vector is not None]
+    if not rows:
+        return None
+    query = np.asarray(query_vector, dtype=np.float64)
+    weights = np.array([off for off, _ in rows]) / float(settings.IMPROVEMENT_SHARED_MAX_OFFSET)
+    objects = np.array([json.loads(vector) for _, vector in rows], dtype=np.float64)
+    unit = metric != "euclid"
+    if unit:
+        length = np.linalg.norm(query)
+        query, objects = query / length, objects / np.maximum(np.linalg.norm(objects, axis=1, keepdims=True), 1e-30)
+    moved = query + shift * (weights @ (objects - query)) / max(1.0, float(np.abs(weights).sum()))
+    size = np.linalg.norm(moved)
+    if not np.isfinite(size) or size < 1e-9:  # promoted objects opposite the query cancel it: leave it be
+        return None
+    return moved / size * length if unit else moved
 
 
 _QUERY_OFFSETS = f"""

@@ -278,6 +278,9 @@ IMPROVEMENT_SHARED_WEIGHT = env.float("IMPROVEMENT_SHARED_WEIGHT", default=1.0)
 IMPROVEMENT_SHARED_MAX_OFFSET = env.float("IMPROVEMENT_SHARED_MAX_OFFSET", default=0.07)
 IMPROVEMENT_SHARED_MIN_USERS = max(2, env.int("IMPROVEMENT_SHARED_MIN_USERS", default=2))
 IMPROVEMENT_SHARED_SKIP_WEIGHT = env.float("IMPROVEMENT_SHARED_SKIP_WEIGHT", default=0.5)
+IMPROVEMENT_SHARED_QUERY_SHIFT = env.float("IMPROVEMENT_SHARED_QUERY_SHIFT", default=0.15)
+if not 0 <= IMPROVEMENT_SHARED_QUERY_SHIFT <= 1:
+    raise ImproperlyConfigured("IMPROVEMENT_SHARED_QUERY_SHIFT must be in [0, 1]")
 # A text query not seen verbatim borrows the offsets of the most similar shared query at or above this cosine
 # similarity, scaled by it (empty: no borrowing).
 _borrow = env.str("IMPROVEMENT_SHARED_BORROW_SIMILARITY", default="0.8").strip()

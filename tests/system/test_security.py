@@ -146,6 +146,8 @@ REVIEWED_DYNAMIC_SQL = {
     "(_DERIVED_* and _RECOMPUTED_*); nothing is formatted",
     ("studio/catalogue/shared.py", "query_offsets"): "_QUERY_OFFSETS: a module constant around offsets_sql's fixed "
     "fragments (the exact-query key); query, weight, bound, half-life and limit are bound parameters",
+    ("studio/catalogue/shared.py", "shifted_query"): "_shift_rows_sql: offsets_sql's fixed fragments and the metric "
+    "operator from METRIC_OPERATORS; query text, vector, weight, bound, half-life are bound parameters",
     ("studio/catalogue/search.py", "_run_ranking"): "_ranking_sql: fixed fragments and the metric operator from "
     "settings; vector, user, filter (jsonb @> bound), limits are bound parameters",
     ("studio/catalogue/services.py", "drop_hnsw_index"): "a constant index name",

@@ -13,6 +13,7 @@ from improvement.models import RunTrigger
 from studio.catalogue import services as catalogue_services
 from studio.catalogue import shared
 from studio.catalogue.search import search_objects
+from studio.core.vectors import vector_literal
 from studio.models import PersonalizedObject, SharedEvidence, SharedQuery, SharedVote
 from tests.improvement.support import click, load_catalogue, ranking, register, run_improvement, unit
 
@@ -86,6 +87,7 @@ def scores(query, *, text):
 
 
 def test_a_similar_query_not_seen_verbatim_borrows_the_offsets_scaled_by_its_similarity(world, settings):
+    settings.IMPROVEMENT_SHARED_QUERY_SHIFT = 0.0  # the offsets alone: the shift moves every score
     order, target = teach(world, users=["alice", "bob"])
     run_improvement()
     assert SharedQuery.objects.get(query="space adventure").vector is not None  # kept for borrowing
@@ -235,3 +237,57 @@ def test_the_admin_shows_the_shared_tier_by_query_and_resets_one(world, admin_cl
     assert response.status_code == 302
     assert not SharedVote.objects.exists() and not SharedQuery.objects.exists()
     assert shared_ranking(world["query"])[1] == set()
+
+
+def twin_and_opposite(world, target: str) -> None:
+    """Two objects outside the first page at the same cosine (0.70) to the query: one on the clicked object's
+    side of it (cosine ≈ 0.99 to it), one on the far side (≈ 0.10)."""
+    query, clicked = world["query"], world["vectors"][target]
+    across = clicked - (clicked @ query) * query
+    across /= np.linalg.norm(across)
+    side = np.sqrt(1 - 0.70**2) * across
+    load_catalogue({"twin": 0.70 * query + side, "opposite": 0.70 * query - side})
+
+
+def distances(query, *, text, user_id=None):
+    """Object id → distance of a search over the whole catalogue, and the search's meta."""
+    result = search_objects(query_vector=list(map(float, query)), user_id=user_id, limit=8, query_text=text)
+    return {h.object_id: h.distance for h in result.hits}, result.meta
+
+
+def test_the_query_shift_brings_what_resembles_the_clicks_closer_for_everyone(world, settings):
+    _order, target = teach(world, users=["alice", "bob"])
+    run_improvement()
+    twin_and_opposite(world, target)
+    moved, meta = distances(world["query"], text=TEXT)
+    # Nobody clicked or was shown the twin: it comes closer only because the query moved toward the click.
+    assert moved["twin"] < 0.30 - 0.005 and moved["opposite"] > 0.30 + 0.005
+    assert meta["shared_query_shift"] > 0
+    assert distances(world["query"], text=TEXT, user_id="carol")[0] == moved  # everyone alike
+    still, meta = distances(world["query"], text=None)  # a vector-only search: no shared tier, no shift
+    assert still["twin"] == pytest.approx(0.30, abs=1e-5) and still["opposite"] == pytest.approx(0.30, abs=1e-5)
+    assert "shared_query_shift" not in meta
+    settings.IMPROVEMENT_SHARED_QUERY_SHIFT = 0.0  # off: the offsets alone
+    off, meta = distances(world["query"], text=TEXT)
+    assert off["twin"] == pytest.approx(off["opposite"], abs=1e-5) and "shared_query_shift" not in meta
+
+
+@pytest.mark.parametrize(("metric", "op"), [("cosine", "<=>"), ("euclid", "<->")])
+def test_the_query_shift_is_the_offset_weighted_step_toward_each_object(world, settings, metric, op):
+    """q' = q + shift · Σ w_o (v_o − q) / max(1, Σ |w_o|) with w_o = offset / max offset: between unit vectors
+    with the query's length kept under cosine, between the vectors themselves under euclid."""
+    teach(world, users=["alice", "bob"])
+    run_improvement()
+    settings.IMPROVEMENT_SHARED_QUERY_SHIFT = 0.4
+    query = world["query"].astype(np.float64) * 2.0  # a query of length 2
+    offsets = shared.query_offsets(query="space adventure")
+    weights = np.array([o.offset for o in offsets if o.offset]) / settings.IMPROVEMENT_SHARED_MAX_OFFSET
+    vectors = np.array([world["vectors"][o.object_id] for o in offsets if o.offset], dtype=np.float64)
+    assert len(weights) >= 2 and (weights > 0).any() and (weights < 0).any()  # the click and the skipped above
+    base, points = (query / 2.0, vectors) if metric == "cosine" else (query, vectors)
+    points = points / np.linalg.norm(points, axis=1, keepdims=True) if metric == "cosine" else points
+    step = base + 0.4 * (weights @ (points - base)) / max(1.0, np.abs(weights).sum())
+    expected = step / np.linalg.norm(step) * 2.0 if metric == "cosine" else step
+    params = {**shared.offset_params(query="space adventure"), "q": vector_literal(query)}
+    moved = shared.shifted_query(query_vector=query, params=params, op=op, metric=metric)
+    np.testing.assert_allclose(moved, expected, atol=1e-5)

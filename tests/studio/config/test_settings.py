@@ -61,3 +61,9 @@ def test_a_borrow_similarity_outside_0_to_1_refuses_to_start():
     assert refused.returncode != 0 and "IMPROVEMENT_SHARED_BORROW_SIMILARITY must be in (0, 1]" in refused.stderr
     assert _import_settings(IMPROVEMENT_SHARED_BORROW_SIMILARITY="").returncode == 0
     assert _import_settings(IMPROVEMENT_SHARED_BORROW_SIMILARITY="0.9").returncode == 0
+
+
+def test_a_query_shift_outside_0_to_1_refuses_to_start():
+    refused = _import_settings(IMPROVEMENT_SHARED_QUERY_SHIFT="1.5")
+    assert refused.returncode != 0 and "IMPROVEMENT_SHARED_QUERY_SHIFT must be in [0, 1]" in refused.stderr
+    assert _import_settings(IMPROVEMENT_SHARED_QUERY_SHIFT="0").returncode == 0
