@@ -273,9 +273,9 @@ def shifted_query(*, query_vector: Sequence[float], params: dict, op: str, metri
     with connection.cursor() as cursor:
         cursor.execute(_shift_rows_sql(op=op), params)
         rows = [(float(off), vector) for off, vector in cursor.fetchall() if off and vector is not None]
-    if not rows:
-        return None
     query = np.asarray(query_vector, dtype=np.float64)
+    if not rows or not np.any(query):  # nothing taught, or a zero query (dot) that has no direction to keep
+        return None
     weights = np.array([off for off, _ in rows]) / float(settings.IMPROVEMENT_SHARED_MAX_OFFSET)
     objects = np.array([json.loads(vector) for _, vector in rows], dtype=np.float64)
     unit = metric != "euclid"
